@@ -1,0 +1,4 @@
+from open_stt_server.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""The app factory: settings in, a FastAPI app out; models load in the lifespan (or are handed in)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from open_stt_server import __version__, catalog, hub
+from open_stt_server.api import audio_routes, model_routes, ops_routes
+from open_stt_server.api.errors import install_error_handlers
+from open_stt_server.api.middleware import RequestLog, UploadLimit
+from open_stt_server.engines import EngineUnavailable, load_engine
+from open_stt_server.metrics import Metrics
+from open_stt_server.scheduler import ModelQueue, ServedModels
+from open_stt_server.settings import Settings
+
+log = logging.getLogger("open_stt_server")
+
+
+class StartupError(RuntimeError):
+    """The server cannot start as configured; the message says why and what to change."""
+
+
+def load_models(settings: Settings) -> ServedModels:
+    try:
+        specs = [catalog.lookup(name) for name in settings.models]
+    except catalog.UnknownModel as exc:
+        raise StartupError(str(exc)) from None
+    names = [s.name for s in specs]
+    default = names[0]
+    if settings.default_model:
+        wanted = settings.default_model
+        match = next(
+            (
+                s.name
+                for s in specs
+                if wanted in (s.name, s.source) or catalog.ALIASES.get(wanted.lower()) == s.name
+            ),
+            None,
+        )
+        if match is None:
+            raise StartupError(
+                f"--default-model '{wanted}' is not one of the loaded models ({', '.join(names)}); "
+                "add it with --model or pick one of those."
+            )
+        default = match
+    queues: dict[str, ModelQueue] = {}
+    load_seconds: dict[str, float] = {}
+    try:
+        for spec in specs:
+            started = time.perf_counter()
+            try:
+                weights = hub.resolve_weights(spec, settings.download)
+                engine = load_engine(spec, weights, settings)
+            except (hub.WeightsUnavailable, EngineUnavailable) as exc:
+                raise StartupError(str(exc)) from None
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise StartupError(f"Could not load model '{spec.name}' from {spec.source}: {exc}") from None
+            took = load_seconds[spec.name] = time.perf_counter() - started
+            log.info("loaded %s from %s on %s in %.2fs", spec.name, weights, engine.device, took)
+            queues[spec.name] = ModelQueue(spec.name, engine, settings.workers, settings.max_queue)
+    except BaseException:
+        for queue in queues.values():
+            queue.stop()
+        raise
+    return ServedModels(queues, default, int(time.time()), load_seconds)
+
+
+def create_app(settings: Settings, models: ServedModels | None = None) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        served = models or load_models(settings)
+        app.state.models = served
+        for name, seconds in served.load_seconds.items():
+            metrics.model_load_seconds.labels(name).set(seconds)
+        metrics.watch_queues(served.depths)
+        for name, queue in served.queues.items():
+            queue._on_finished = audio_routes.finished_job_recorder(metrics, name)
+        try:
+            yield
+        finally:
+            served.stop()
+
+    app = FastAPI(
+        title="open-stt-server",
+        version=__version__,
+        summary="Speech-to-text with OpenAI's audio API: Whisper models resident in memory.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(audio_routes.router)
+    app.include_router(model_routes.router)
+    app.include_router(ops_routes.router)
+    if settings.playground:
+        from open_stt_server.api import playground_routes
+
+        app.include_router(playground_routes.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestLog, metrics=metrics)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Load the models (failing fast with a clear message), then run uvicorn until SIGINT/SIGTERM."""
+    import uvicorn
+
+    served = load_models(settings)
+    app = create_app(settings, served)
+    log.info(
+        "open-stt-server %s listening on http://%s:%d (models: %s; default %s)",
+        __version__,
+        settings.host,
+        settings.port,
+        ", ".join(served.names()),
+        served.default,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+    )

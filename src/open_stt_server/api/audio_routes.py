@@ -1,0 +1,492 @@
+"""POST /v1/audio/transcriptions and /v1/audio/translations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import anyio
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException
+
+from open_stt_server import formats
+from open_stt_server.api.auth import require_api_key
+from open_stt_server.api.errors import APIError, bad_request, envelope
+from open_stt_server.audio import AudioError, AudioTooLong, decode_audio
+from open_stt_server.languages import language_code
+from open_stt_server.metrics import Metrics
+from open_stt_server.scheduler import EngineFailure, Job, JobCancelled, ModelQueue, QueueFull, ServedModels
+from open_stt_server.transcript import Task, TranscribeOptions
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/audio", tags=["audio"], dependencies=[Depends(require_api_key)])
+
+TRUE_WORDS = {"true", "1", "yes", "on"}
+FALSE_WORDS = {"false", "0", "no", "off", ""}
+GRANULARITIES = {"segment", "word"}
+DISCONNECT_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class AudioRequest:
+    """A validated transcription or translation request."""
+
+    data: bytes
+    filename: str
+    queue: ModelQueue
+    model_id: str
+    response_format: str
+    options: TranscribeOptions
+    words: bool
+    stream: bool
+    logprobs: bool
+
+
+# -- form parsing --------------------------------------------------------------------------------------------
+
+
+def _fields(form: FormData, name: str) -> list[str]:
+    """Values sent as `name`, `name[]` or `name[0]`... (the SDK sends arrays in the bracketed form)."""
+    values: list[str] = []
+    for key, value in form.multi_items():
+        if (
+            key == name
+            or key == f"{name}[]"
+            or (key.startswith(f"{name}[") and key[len(name) + 1 : -1].isdigit())
+        ):
+            if not isinstance(value, str):
+                raise bad_request(f"'{name}' must be a text field, not a file.", name)
+            values.extend(v.strip() for v in value.split(",") if v.strip())
+    return values
+
+
+def _text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad_request(f"'{name}' must be a text field, not a file.", name)
+    return value.strip()
+
+
+def _bool(form: FormData, name: str) -> bool | None:
+    value = _text(form, name)
+    if value is None:
+        return None
+    if value.lower() in TRUE_WORDS:
+        return True
+    if value.lower() in FALSE_WORDS:
+        return False
+    raise bad_request(f"'{name}' must be true or false, got '{value}'.", name)
+
+
+def _float(form: FormData, name: str, low: float, high: float) -> float | None:
+    value = _text(form, name)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise bad_request(
+            f"'{name}' must be a number between {low:g} and {high:g}, got '{value}'.", name
+        ) from None
+    if not low <= number <= high:  # also false for NaN
+        raise bad_request(f"'{name}' must be between {low:g} and {high:g}, got {value}.", name)
+    return number
+
+
+def _chunking(form: FormData, default_vad: bool) -> dict | None:
+    """OpenAI's chunking_strategy: "auto", or a server_vad object (JSON text or bracketed fields)."""
+    raw = _text(form, "chunking_strategy")
+    nested = {
+        k[len("chunking_strategy[") : -1]: v
+        for k, v in form.multi_items()
+        if k.startswith("chunking_strategy[") and k.endswith("]") and isinstance(v, str)
+    }
+    if raw is None and not nested:
+        return None
+    if raw is not None and raw.lower() == "auto":
+        return {}
+    strategy: object = nested
+    if raw is not None:
+        try:
+            strategy = json.loads(raw)
+        except json.JSONDecodeError:
+            raise bad_request(
+                '\'chunking_strategy\' must be "auto" or an object like {"type": "server_vad"}.',
+                "chunking_strategy",
+            ) from None
+    if not isinstance(strategy, dict) or strategy.get("type") != "server_vad":
+        raise bad_request(
+            '\'chunking_strategy\' must be "auto" or {"type": "server_vad", ...}.', "chunking_strategy"
+        )
+    vad: dict = {}
+    limits = {"threshold": (0.0, 1.0), "silence_duration_ms": (0, 60_000), "prefix_padding_ms": (0, 10_000)}
+    for key, (low, high) in limits.items():
+        if key in strategy:
+            try:
+                value = float(strategy[key])
+            except (TypeError, ValueError):
+                value = float("nan")
+            if not low <= value <= high:
+                raise bad_request(
+                    f"'chunking_strategy.{key}' must be between {low} and {high}.", "chunking_strategy"
+                )
+            vad[key] = value
+    unknown = set(strategy) - set(limits) - {"type"}
+    if unknown:
+        raise bad_request(
+            f"Unknown chunking_strategy field(s): {', '.join(sorted(unknown))}.", "chunking_strategy"
+        )
+    return vad
+
+
+async def parse_request(request: Request, task: Task) -> AudioRequest:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise APIError(
+            415, "Send the audio as multipart/form-data with a 'file' field.", code="unsupported_media_type"
+        )
+    try:
+        form = await request.form(max_files=4, max_fields=64)
+    except (MultiPartException, ValueError, KeyError, AssertionError) as exc:
+        raise bad_request(
+            f"The multipart body could not be parsed: {exc}", None, "invalid_multipart"
+        ) from None
+    return await _validate(request, form, task)
+
+
+async def _validate(request: Request, form: FormData, task: Task) -> AudioRequest:
+    settings = request.app.state.settings
+    served: ServedModels = request.app.state.models
+    upload = form.get("file")
+    if upload is None:
+        raise bad_request("Missing the 'file' field with the audio to transcribe.", "file", "missing_file")
+    if not isinstance(upload, UploadFile):
+        raise bad_request("'file' must be an uploaded file, not a text field.", "file")
+
+    model_id = _text(form, "model") or None
+    queue = served.resolve(model_id)
+    if queue is None:
+        raise APIError(
+            404,
+            f"The model '{model_id}' does not exist or is not loaded on this server. "
+            f"Loaded: {', '.join(served.names())}.",
+            param="model",
+            code="model_not_found",
+        )
+    request.state.model = queue.name
+    engine = queue.engine
+
+    response_format = (_text(form, "response_format") or "json").lower()
+    if response_format not in formats.RESPONSE_FORMATS:
+        raise bad_request(
+            f"Unsupported response_format '{response_format}'; use one of "
+            f"{', '.join(formats.RESPONSE_FORMATS)}.",
+            "response_format",
+        )
+    request.state.format = response_format
+
+    language = None
+    raw_language = _text(form, "language") if task == "transcribe" else None
+    if raw_language:
+        language = language_code(raw_language)
+        if language is None:
+            raise bad_request(
+                f"Unsupported language '{raw_language}': use an ISO 639-1 code such as 'en'.",
+                "language",
+                "unsupported_language",
+            )
+        if engine.english_only and language != "en":
+            raise bad_request(
+                f"Model '{queue.name}' is English-only and cannot transcribe '{raw_language}'; "
+                "use a multilingual model.",
+                "language",
+                "unsupported_language",
+            )
+    if task == "translate" and not engine.supports_translation:
+        raise bad_request(
+            f"Model '{queue.name}' cannot translate (it is English-only); use a multilingual "
+            "model such as whisper-base.",
+            "model",
+            "translation_not_supported",
+        )
+
+    temperature = _float(form, "temperature", 0.0, 1.0) or 0.0
+    granularities = _fields(form, "timestamp_granularities")
+    for g in granularities:
+        if g not in GRANULARITIES:
+            raise bad_request(
+                f"Unknown timestamp granularity '{g}'; use 'segment' and/or 'word'.",
+                "timestamp_granularities",
+            )
+    words = "word" in granularities
+    if granularities and response_format != "verbose_json":
+        raise bad_request(
+            "timestamp_granularities requires response_format=verbose_json.", "timestamp_granularities"
+        )
+    if words and not engine.supports_word_timestamps:
+        raise bad_request(
+            f"Model '{queue.name}' does not produce word timestamps.", "timestamp_granularities"
+        )
+
+    include = _fields(form, "include")
+    for item in include:
+        if item != "logprobs":
+            raise bad_request(f"Unknown include value '{item}'; only 'logprobs' is supported.", "include")
+    logprobs = "logprobs" in include
+    if logprobs and response_format != "json":
+        raise bad_request("include[]=logprobs requires response_format=json.", "include")
+
+    stream = bool(_bool(form, "stream"))
+    if stream and response_format not in ("json", "text", "verbose_json"):
+        raise bad_request(
+            "stream=true sends transcript events; use response_format json, text or verbose_json with it.",
+            "stream",
+        )
+
+    vad_filter = _bool(form, "vad_filter")
+    chunking = _chunking(form, settings.vad_filter)
+    vad_options: dict = {}
+    if chunking is not None:
+        vad_filter = True if vad_filter is None else vad_filter
+        vad_options = chunking
+    if vad_filter is None:
+        vad_filter = settings.vad_filter
+
+    options = TranscribeOptions(
+        task=task,
+        language=language,
+        prompt=_text(form, "prompt") or None,
+        temperature=temperature,
+        # Word times also let subtitles and logprobs be cut per word.
+        word_timestamps=words or logprobs or response_format in ("srt", "vtt"),
+        vad_filter=vad_filter,
+        vad_threshold=vad_options.get("threshold", 0.5),
+        vad_min_silence_ms=int(vad_options.get("silence_duration_ms", 2000)),
+        vad_speech_pad_ms=int(vad_options.get("prefix_padding_ms", 400)),
+        batched=_bool(form, "batched"),
+    )
+    data = await upload.read()
+    if len(data) > settings.max_upload_bytes:
+        raise APIError(
+            413,
+            f"The upload is larger than this server's limit of {settings.max_upload_mb:g} MB.",
+            param="file",
+            code="upload_too_large",
+        )
+    return AudioRequest(
+        data, upload.filename or "", queue, queue.name, response_format, options, words, stream, logprobs
+    )
+
+
+# -- running ---------------------------------------------------------------------------------------------
+
+
+async def _admit(request: Request, parsed: AudioRequest) -> Job:
+    settings = request.app.state.settings
+    try:
+        audio = await anyio.to_thread.run_sync(decode_audio, parsed.data, settings.max_audio_seconds)
+    except AudioTooLong as exc:
+        raise APIError(413, str(exc), param="file", code="audio_too_long") from None
+    except AudioError as exc:
+        raise bad_request(str(exc), "file", "invalid_audio") from None
+    request.state.audio_seconds = audio.duration_s
+    try:
+        return parsed.queue.submit(audio.samples, parsed.options, audio.duration_s)
+    except QueueFull as exc:
+        raise APIError(
+            429,
+            str(exc),
+            code="queue_full",
+            type="rate_limit_error",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        ) from None
+
+
+def _job_error(exc: BaseException) -> APIError:
+    if isinstance(exc, JobCancelled):
+        return APIError(
+            503,
+            "The request was cancelled because the server is shutting down.",
+            code="cancelled",
+            type="server_error",
+            headers={"Retry-After": "5"},
+        )
+    if isinstance(exc, EngineFailure):
+        return APIError(500, str(exc), code="engine_error", type="server_error")
+    raise exc
+
+
+def _timeout_error(seconds: float) -> APIError:
+    return APIError(
+        504,
+        f"The transcription did not finish within this server's {seconds:g} s request timeout.",
+        code="timeout",
+        type="timeout_error",
+    )
+
+
+async def _wait_for_result(request: Request, job: Job, timeout_s: float):
+    """The finished transcript; cancels the job if the client goes away or the timeout passes."""
+    result = asyncio.ensure_future(job.result())
+
+    async def client_gone() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(DISCONNECT_POLL_S)
+
+    watcher = asyncio.ensure_future(client_gone())
+    try:
+        done, _ = await asyncio.wait(
+            {result, watcher}, timeout=timeout_s or None, return_when=asyncio.FIRST_COMPLETED
+        )
+        if result in done:
+            try:
+                return result.result()
+            except (JobCancelled, EngineFailure) as exc:
+                raise _job_error(exc) from None
+        job.cancel()
+        if watcher in done:
+            raise APIError(499, "Client closed the request.", code="client_closed")
+        raise _timeout_error(timeout_s)
+    finally:
+        watcher.cancel()
+        if not result.done():
+            job.cancel()
+            result.cancel()
+
+
+async def _respond(request: Request, task: Task) -> Response:
+    parsed = await parse_request(request, task)
+    job = await _admit(request, parsed)
+    settings = request.app.state.settings
+    if parsed.stream:
+        return StreamingResponse(
+            _events(job, parsed, settings.request_timeout_s),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    transcript = await _wait_for_result(request, job, settings.request_timeout_s)
+    body, content_type = formats.render(
+        transcript,
+        parsed.response_format,
+        words=parsed.words,
+        logprobs=parsed.logprobs,
+        usage=task == "transcribe",
+    )
+    return Response(body, media_type=content_type)
+
+
+async def _events(job: Job, parsed: AudioRequest, timeout_s: float) -> AsyncIterator[bytes]:
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    first = True
+    stream = job.stream()
+    try:
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError
+                segment = await asyncio.wait_for(anext(stream), remaining)
+            except StopAsyncIteration:
+                break
+            for piece in _pieces(segment.text, first):
+                first = False
+                yield formats.delta_event(piece)
+            if parsed.response_format == "verbose_json":
+                yield formats.sse({"type": "transcript.text.segment", **formats.segment_json(segment)})
+        yield formats.done_event(job.transcript, logprobs=parsed.logprobs)
+    except TimeoutError:
+        yield formats.error_event(_timeout_error(timeout_s).envelope)
+    except (JobCancelled, EngineFailure) as exc:
+        yield formats.error_event(_job_error(exc).envelope)
+    except Exception:
+        log.exception("stream failed")
+        yield formats.error_event(
+            envelope("The server failed while streaming.", "server_error", None, "internal_error")
+        )
+    finally:
+        job.cancel()  # a no-op when finished; stops the work when the client went away
+
+
+def _pieces(text: str, first: bool) -> list[str]:
+    from open_stt_server.transcript import text_pieces
+
+    return list(text_pieces([text], first=first))
+
+
+def finished_job_recorder(metrics: Metrics, model: str) -> Callable[[Job], None]:
+    def record(job: Job) -> None:
+        if job.error is None and job.started_at is not None and job.duration_s > 0:
+            metrics.audio_seconds.labels(model).inc(job.duration_s)
+            metrics.real_time_factor.labels(model).observe(
+                (time.monotonic() - job.started_at) / job.duration_s
+            )
+
+    return record
+
+
+_FORM_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "The audio file."},
+                        "model": {"type": "string", "description": "A loaded model, or whisper-1."},
+                        "language": {"type": "string", "description": "ISO 639-1 code (transcriptions)."},
+                        "prompt": {"type": "string"},
+                        "response_format": {"type": "string", "enum": list(formats.RESPONSE_FORMATS)},
+                        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+                        "timestamp_granularities[]": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": ["segment", "word"]},
+                        },
+                        "include[]": {"type": "array", "items": {"type": "string", "enum": ["logprobs"]}},
+                        "stream": {"type": "boolean"},
+                        "chunking_strategy": {
+                            "type": "string",
+                            "description": '"auto" or a server_vad object',
+                        },
+                        "vad_filter": {"type": "boolean", "description": "Extension: Silero VAD on/off."},
+                        "batched": {
+                            "type": "boolean",
+                            "description": "Extension: batched path for long audio.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+_RESPONSES = {
+    200: {"description": "The transcript in the requested format (JSON, text, SRT, VTT or an SSE stream)."},
+    400: {"description": "Invalid request (OpenAI error envelope)."},
+    401: {"description": "Missing or wrong API key."},
+    404: {"description": "Unknown model."},
+    413: {"description": "Upload or audio too large."},
+    415: {"description": "Not multipart/form-data."},
+    429: {"description": "Queue full; retry after Retry-After seconds."},
+    504: {"description": "Request timeout."},
+}
+
+
+@router.post("/transcriptions", openapi_extra=_FORM_SCHEMA, responses=_RESPONSES)
+async def create_transcription(request: Request) -> Response:
+    """Speech → text in the spoken language (OpenAI `audio.transcriptions.create`)."""
+    return await _respond(request, "transcribe")
+
+
+@router.post("/translations", openapi_extra=_FORM_SCHEMA, responses=_RESPONSES)
+async def create_translation(request: Request) -> Response:
+    """Speech in any language → English text (OpenAI `audio.translations.create`)."""
+    return await _respond(request, "translate")

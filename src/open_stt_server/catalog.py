@@ -1,0 +1,108 @@
+"""Model names the server knows, their aliases, where their weights live and which engine runs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+EngineKind = Literal["whisper", "voxtral"]
+
+# The name OpenAI clients hard-code; it is served by whichever loaded model `ModelSet.resolve` picks.
+OPENAI_WHISPER_ALIAS = "whisper-1"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # the id clients use and /v1/models lists
+    source: str  # Hugging Face repo id, or a local directory
+    engine: EngineKind
+    english_only: bool = False
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.source).expanduser().is_dir()
+
+
+CATALOG: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("whisper-tiny", "Systran/faster-whisper-tiny", "whisper"),
+        ModelSpec("whisper-tiny.en", "Systran/faster-whisper-tiny.en", "whisper", english_only=True),
+        ModelSpec("whisper-base", "Systran/faster-whisper-base", "whisper"),
+        ModelSpec("whisper-base.en", "Systran/faster-whisper-base.en", "whisper", english_only=True),
+        ModelSpec("whisper-small", "Systran/faster-whisper-small", "whisper"),
+        ModelSpec("whisper-small.en", "Systran/faster-whisper-small.en", "whisper", english_only=True),
+        ModelSpec("whisper-medium", "Systran/faster-whisper-medium", "whisper"),
+        ModelSpec("whisper-medium.en", "Systran/faster-whisper-medium.en", "whisper", english_only=True),
+        # The original server's "large" is OpenAI's first large checkpoint.
+        ModelSpec("whisper-large", "Systran/faster-whisper-large-v1", "whisper"),
+        ModelSpec("whisper-large-v2", "Systran/faster-whisper-large-v2", "whisper"),
+        ModelSpec("whisper-large-v3", "Systran/faster-whisper-large-v3", "whisper"),
+        ModelSpec("whisper-large-v3-turbo", "mobiuslabsgmbh/faster-whisper-large-v3-turbo", "whisper"),
+        ModelSpec(
+            "whisper-distil-medium.en",
+            "Systran/faster-distil-whisper-medium.en",
+            "whisper",
+            english_only=True,
+        ),
+        ModelSpec("whisper-distil-large-v2", "Systran/faster-distil-whisper-large-v2", "whisper"),
+        ModelSpec("whisper-distil-large-v3", "Systran/faster-distil-whisper-large-v3", "whisper"),
+        ModelSpec("voxtral-mini", "mistralai/Voxtral-Mini-3B-2507", "voxtral"),
+        ModelSpec("voxtral-small", "mistralai/Voxtral-Small-24B-2507", "voxtral"),
+    )
+}
+
+
+def _aliases() -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for name, spec in CATALOG.items():
+        short = name.removeprefix("whisper-")
+        aliases[short] = name  # "base", "large-v3", "distil-large-v3"
+        aliases[spec.source.lower()] = name  # the Hugging Face repo id
+    aliases["turbo"] = aliases["large-v3-turbo"] = "whisper-large-v3-turbo"
+    aliases["whisper-turbo"] = "whisper-large-v3-turbo"
+    aliases["large-v1"] = aliases["whisper-large-v1"] = "whisper-large"
+    aliases["mini"] = "voxtral-mini"
+    return aliases
+
+
+ALIASES = _aliases()
+
+
+class UnknownModel(ValueError):
+    pass
+
+
+def lookup(value: str) -> ModelSpec:
+    """A catalog name, an alias, a Hugging Face repo id (owner/name) or a local directory → ModelSpec."""
+    key = value.strip()
+    if key in CATALOG:
+        return CATALOG[key]
+    if key.lower() in ALIASES:
+        return CATALOG[ALIASES[key.lower()]]
+    path = Path(key).expanduser()
+    if path.is_dir():
+        return ModelSpec(path.resolve().name, str(path.resolve()), _engine_of_directory(path))
+    if _looks_like_repo_id(key):
+        engine: EngineKind = "voxtral" if "voxtral" in key.lower() else "whisper"
+        return ModelSpec(key, key, engine, english_only=key.lower().endswith(".en"))
+    known = ", ".join(sorted(CATALOG))
+    raise UnknownModel(
+        f"Unknown model '{value}'. Use a catalog name ({known}), a Hugging Face repo id of a CTranslate2 "
+        "Whisper conversion (owner/name), or a local model directory."
+    )
+
+
+def _looks_like_repo_id(value: str) -> bool:
+    parts = value.split("/")
+    return len(parts) == 2 and all(p and not p.startswith(".") and " " not in p for p in parts)
+
+
+def _engine_of_directory(path: Path) -> EngineKind:
+    if (path / "model.bin").exists():
+        return "whisper"
+    config = path / "config.json"
+    if config.exists() and "voxtral" in config.read_text(errors="ignore").lower():
+        return "voxtral"
+    return "whisper"

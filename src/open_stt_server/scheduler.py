@@ -1,0 +1,263 @@
+"""Per-model queues and worker threads between HTTP and the engines.
+
+Work is scheduled one decoding step (≈ one 30-second window, yielding a segment) at a time: after each step a
+job goes back to its model's ready set, and a free worker always takes the job with the least audio left.
+A short request arriving while a long file is being transcribed therefore starts at the next step of a
+worker instead of waiting for the long file to finish, and a cancelled job stops at its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from open_stt_server.engines import Decoding, Engine
+from open_stt_server.transcript import Segment, TranscribeOptions, Transcript
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(RuntimeError):
+    def __init__(self, model: str, retry_after_s: int) -> None:
+        super().__init__(f"Model '{model}' is busy: its queue is full. Retry in about {retry_after_s} s.")
+        self.retry_after_s = retry_after_s
+
+
+class JobCancelled(RuntimeError):
+    pass
+
+
+class EngineFailure(RuntimeError):
+    """The engine raised while decoding: a bug or a resource problem, not the client's fault."""
+
+
+_DONE = object()
+
+
+@dataclass(eq=False)
+class Job:
+    samples: np.ndarray
+    options: TranscribeOptions
+    duration_s: float
+    loop: asyncio.AbstractEventLoop
+    submitted_at: float = field(default_factory=time.monotonic)
+    language: str | None = None
+    segments: list[Segment] = field(default_factory=list)
+    decoding: Decoding | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    started_at: float | None = None
+
+    @property
+    def remaining_s(self) -> float:
+        done = self.segments[-1].end if self.segments else 0.0
+        return max(0.0, self.duration_s - done)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    @property
+    def transcript(self) -> Transcript:
+        return Transcript(
+            task=self.options.task,
+            language=self.language or "",
+            duration=self.duration_s,
+            segments=list(self.segments),
+        )
+
+    async def stream(self) -> AsyncIterator[Segment]:
+        """Segments as they are decoded; raises the job's error at the end if it failed."""
+        while True:
+            item = await self.events.get()
+            if item is _DONE:
+                break
+            yield item
+        if self.error is not None:
+            raise self.error
+
+    async def result(self) -> Transcript:
+        async for _ in self.stream():
+            pass
+        return self.transcript
+
+    # called from worker threads
+    def _emit(self, item: object) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+
+
+class ModelQueue:
+    """One model's admitted jobs (running or waiting) and the worker threads that step them."""
+
+    def __init__(
+        self,
+        name: str,
+        engine: Engine,
+        workers: int,
+        max_queue: int,
+        on_finished: Callable[[Job], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.max_queue = max_queue
+        self._ready: list[Job] = []
+        self._admitted = 0
+        self._running = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._on_finished = on_finished
+        self._seconds_per_audio_second = 0.3  # running estimate, for Retry-After
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-worker-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- observed from outside (metrics, autoscalers) ----------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Requests admitted and not finished (running + waiting)."""
+        return self._admitted
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    # -- admission ---------------------------------------------------------------------------------------
+    def submit(self, samples: np.ndarray, options: TranscribeOptions, duration_s: float) -> Job:
+        job = Job(samples, options, duration_s, asyncio.get_running_loop())
+        with self._cond:
+            if self._stopping:
+                raise QueueFull(self.name, 5)
+            if self._admitted >= self.max_queue:
+                raise QueueFull(self.name, self._retry_after())
+            self._admitted += 1
+            self._ready.append(job)
+            self._cond.notify()
+        return job
+
+    def _retry_after(self) -> int:
+        waiting_audio = sum(j.remaining_s for j in self._ready)
+        workers = max(1, len(self._threads))
+        return max(1, min(60, round(waiting_audio * self._seconds_per_audio_second / workers)))
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            for job in self._ready:
+                job.cancel()
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout=timeout_s)
+
+    # -- workers -----------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._ready and not self._stopping:
+                    self._cond.wait()
+                if not self._ready:
+                    return
+                job = min(self._ready, key=lambda j: (j.remaining_s, j.submitted_at))
+                self._ready.remove(job)
+                self._running += 1
+            try:
+                requeue = self._step(job)
+            finally:
+                with self._cond:
+                    self._running -= 1
+                    if requeue:
+                        self._ready.append(job)
+                        self._cond.notify()
+                    else:
+                        self._admitted -= 1
+
+    def _step(self, job: Job) -> bool:
+        """Advance `job` by one decoding step; True when it has more to do."""
+        if job.cancelled.is_set():
+            self._finish(job, JobCancelled("The request was cancelled."))
+            return False
+        try:
+            if job.decoding is None:
+                job.started_at = time.monotonic()
+                job.decoding = self.engine.start(job.samples, job.options)
+                job.language = job.decoding.language
+            segment = next(job.decoding.segments, None)
+        except Exception as exc:
+            log.exception("engine failed on model %s", self.name)
+            self._finish(job, EngineFailure(f"The model failed while transcribing: {exc}"))
+            return False
+        if segment is None:
+            self._finish(job, None)
+            return False
+        job.segments.append(segment)
+        job._emit(segment)
+        return True
+
+    def _finish(self, job: Job, error: BaseException | None) -> None:
+        job.error = error
+        job.samples = np.empty(0, dtype=np.float32)  # release the audio early
+        if error is None and job.started_at is not None and job.duration_s > 0:
+            took = time.monotonic() - job.started_at
+            self._seconds_per_audio_second = 0.8 * self._seconds_per_audio_second + 0.2 * (
+                took / job.duration_s
+            )
+        job._emit(_DONE)
+        if self._on_finished is not None:
+            try:
+                self._on_finished(job)
+            except Exception:  # metrics must never break serving
+                log.exception("on_finished hook failed")
+
+
+class ServedModels:
+    """The loaded models by name, each with its queue; resolves the names clients send."""
+
+    def __init__(
+        self,
+        queues: dict[str, ModelQueue],
+        default: str,
+        loaded_at: int,
+        load_seconds: dict[str, float] | None = None,
+    ) -> None:
+        self.queues = queues
+        self.default = default
+        self.loaded_at = loaded_at
+        self.load_seconds = load_seconds or {}
+
+    def names(self) -> list[str]:
+        return sorted(self.queues)
+
+    def resolve(self, requested: str | None) -> ModelQueue | None:
+        """The queue serving `requested`; None when no loaded model answers to that name."""
+        from open_stt_server.catalog import ALIASES, OPENAI_WHISPER_ALIAS
+
+        if not requested:
+            return self.queues[self.default]
+        name = requested.strip()
+        if name == OPENAI_WHISPER_ALIAS:
+            return self.queues.get("whisper-tiny") or self.queues[self.default]
+        if name in self.queues:
+            return self.queues[name]
+        canonical = ALIASES.get(name.lower())
+        if canonical in self.queues:
+            return self.queues[canonical]
+        for queue in self.queues.values():  # a repo id or directory that was loaded under its own name
+            if queue.engine.spec.source == name:
+                return queue
+        return None
+
+    def depths(self) -> dict[str, tuple[int, int]]:
+        return {name: (q.depth, q.running) for name, q in self.queues.items()}
+
+    def stop(self) -> None:
+        for queue in self.queues.values():
+            queue.stop()
+            queue.engine.close()

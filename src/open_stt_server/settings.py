@@ -1,0 +1,44 @@
+"""One frozen Settings object, validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "whisper-base"
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
+    default_model: str | None = None  # None = the first of `models`
+    host: str = "0.0.0.0"
+    port: int = 8080
+    force_cpu: bool = False
+    download: bool = False
+    api_key: str | None = None
+    compute_type: str | None = None  # None = int8 on CPU, float16 on CUDA
+    log_level: str = "info"
+    log_format: str = "text"  # text | json
+    max_upload_mb: float = 25.0
+    max_audio_seconds: float = 3 * 3600.0
+    workers: int = 2  # concurrent decodes per model
+    cpu_threads: int = 0  # threads per decode; 0 = cores ÷ workers
+    max_queue: int = 64  # requests admitted per model (running + waiting) before 429
+    request_timeout_s: float = 0.0  # 0 = no limit
+    vad_filter: bool = False  # server default for requests that do not say
+    batched_long_audio: bool = True  # long files take faster-whisper's batched pipeline over VAD chunks
+    batched_min_seconds: float = 60.0
+    batch_size: int = 8
+    cors_origins: tuple[str, ...] = ()
+    playground: bool = True
+    shutdown_grace_s: float = 30.0
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def threads_per_worker(self) -> int:
+        if self.cpu_threads > 0:
+            return self.cpu_threads
+        return max(1, (os.cpu_count() or 1) // max(1, self.workers))

@@ -1,0 +1,88 @@
+"""The shared vocabulary between engines and response formats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+Task = Literal["transcribe", "translate"]
+
+# Whisper's fallback schedule: OpenAI's `temperature=0` means "start greedy, retry hotter when the output looks bad".
+FALLBACK_TEMPERATURES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: tuple[int, ...]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    words: tuple[Word, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    task: Task = "transcribe"
+    language: str | None = None  # ISO 639-1 code; None = detect
+    prompt: str | None = None
+    temperature: float = 0.0
+    word_timestamps: bool = False
+    vad_filter: bool = False
+    vad_min_silence_ms: int = 2000
+    vad_threshold: float = 0.5
+    vad_speech_pad_ms: int = 400
+    beam_size: int = 5
+    # None = let the engine decide (long files take the batched path when the server allows it)
+    batched: bool | None = None
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        return FALLBACK_TEMPERATURES if self.temperature == 0 else (self.temperature,)
+
+
+@dataclass
+class Transcript:
+    task: Task
+    language: str
+    duration: float
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(text_pieces(s.text for s in self.segments))
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in (s.words or ())]
+
+
+def text_pieces(texts: Iterable[str], first: bool = True) -> Iterator[str]:
+    """Segment texts as pieces that concatenate to the transcript.
+
+    Whisper segment texts carry their own leading space (none for CJK): keep it between pieces, drop it
+    before the very first one and drop trailing space everywhere, so streamed deltas join to exactly the
+    text a non-streaming request returns.
+    """
+    for text in texts:
+        piece = text.rstrip()
+        if first:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            first = False
+        yield piece
