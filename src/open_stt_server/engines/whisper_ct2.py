@@ -67,7 +67,7 @@ class WhisperEngine:
         if options.vad_filter:
             return self._start_vad(samples, options)
         segments, info = self.model.transcribe(samples, **self._decode_kwargs(options))
-        return Decoding(info.language, _convert(segments, offset_s=0.0))
+        return Decoding(info.language, _convert(segments, 0.0, duration))
 
     def _decode_kwargs(self, options: TranscribeOptions, language: str | None = None) -> dict:
         return {
@@ -110,7 +110,9 @@ class WhisperEngine:
             for region in regions:
                 clip = samples[region["start"] : region["end"]]
                 decoded, _ = self.model.transcribe(clip, **self._decode_kwargs(options, language))
-                for seg in _convert(decoded, offset_s=region["start"] / SAMPLE_RATE, first_id=next_id):
+                for seg in _convert(
+                    decoded, region["start"] / SAMPLE_RATE, region["end"] / SAMPLE_RATE, next_id
+                ):
                     next_id = seg.id + 1
                     yield seg
 
@@ -130,7 +132,7 @@ class WhisperEngine:
         segments, _ = self.batched.transcribe(
             samples, clip_timestamps=clips, batch_size=self.batch_size, without_timestamps=False, **kwargs
         )
-        return Decoding(language, _convert(segments, offset_s=0.0))
+        return Decoding(language, _convert(segments, 0.0, len(samples) / SAMPLE_RATE))
 
 
 def _clips_from_regions(regions: list[dict], max_s: float) -> list[dict]:
@@ -145,24 +147,27 @@ def _clips_from_regions(regions: list[dict], max_s: float) -> list[dict]:
     return clips
 
 
-def _convert(segments: Iterable[FwSegment], offset_s: float, first_id: int = 0) -> Iterator[Segment]:
+def _convert(
+    segments: Iterable[FwSegment], offset_s: float, limit_s: float, first_id: int = 0
+) -> Iterator[Segment]:
+    """faster-whisper segments → ours, shifted by `offset_s` and clamped to end by `limit_s`.
+
+    Whisper's timestamps live on a 30-second padded grid, so the last segment can claim to end after the
+    audio does; subtitles and word times must not.
+    """
+
+    def t(value: float) -> float:
+        return round(min(max(value + offset_s, 0.0), limit_s), 3)
+
     for index, seg in enumerate(segments, start=first_id):
         words = None
         if seg.words is not None:
-            words = tuple(
-                Word(
-                    start=round(w.start + offset_s, 3),
-                    end=round(w.end + offset_s, 3),
-                    word=w.word,
-                    probability=float(w.probability),
-                )
-                for w in seg.words
-            )
+            words = tuple(Word(t(w.start), t(w.end), w.word, float(w.probability)) for w in seg.words)
         yield Segment(
             id=index,
             seek=int(seg.seek + offset_s * 100),
-            start=round(seg.start + offset_s, 3),
-            end=round(seg.end + offset_s, 3),
+            start=t(seg.start),
+            end=t(seg.end),
             text=seg.text,
             tokens=tuple(seg.tokens),
             temperature=float(seg.temperature or 0.0),
