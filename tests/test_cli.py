@@ -93,7 +93,9 @@ def run_cli(hf_home, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_help_documents_flags_and_env_vars() -> None:
-    out = subprocess.run([sys.executable, "-m", "open_stt_server", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "open_stt_server", "--help"], capture_output=True, text=True
+    ).stdout
     for flag, env in [("--port", "OPEN_STT_PORT"), ("--host", "OPEN_STT_HOST"), ("--model", "OPEN_STT_MODELS"),
                       ("--default-model", "OPEN_STT_DEFAULT_MODEL"), ("--force-cpu", "OPEN_STT_FORCE_CPU"),
                       ("--download", "OPEN_STT_DOWNLOAD"), ("--api-key", "OPEN_STT_API_KEY"),

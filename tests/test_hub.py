@@ -26,7 +26,9 @@ def test_bundled_models_are_installed_in_hub_layout(tmp_path: Path) -> None:
     hub.install_bundled(model, tmp_path)  # idempotent
 
 
-def test_resolve_goes_through_huggingface_hub_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_goes_through_huggingface_hub_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = catalog.lookup("whisper-tiny.en")
