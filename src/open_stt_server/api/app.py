@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -131,6 +132,9 @@ def serve(settings: Settings) -> None:
         ", ".join(served.names()),
         served.default,
     )
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler that was installed
+    # before it started. A no-op handler there turns a graceful drain into exit status 0 instead of death by signal.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         app,
         host=settings.host,
