@@ -1,0 +1,326 @@
+"""Benchmarks: the server against faster-whisper in-process on the same clips, ratios measured in one run.
+
+    python benchmarks/run.py                       # everything (about 10 minutes on 2 cores)
+    python benchmarks/run.py --only short          # short clips at concurrency 1, 4, 16
+    python benchmarks/run.py --only long fairness  # 10-minute file; short-clip p95 beside a long file
+    python benchmarks/run.py --only soak --soak-seconds 600
+
+Prints one JSON object; each figure sits beside the baseline it is divided by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import functools
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from open_stt_server import catalog, hub  # noqa: E402
+from open_stt_server.audio import decode_audio  # noqa: E402
+from tests.conftest import SAMPLES, free_port, server_env, start_server, wer  # noqa: E402
+
+SENTENCES = [
+    "The river runs past the old mill and under the stone bridge.",
+    "Every morning the baker opens his shop before the sun comes up.",
+    "Children walk to school along the narrow road beside the fields.",
+    "The library keeps maps of the valley drawn more than a century ago.",
+    "In autumn the orchards are full of apples and the air smells sweet.",
+    "A small train climbs the hill twice a day and stops at every village.",
+    "The council meets on Tuesday evenings to talk about the new park.",
+    "Fishermen mend their nets on the harbour wall while gulls circle above.",
+    "The museum shows tools that farmers used before there were machines.",
+    "When it snows, the whole town comes out to clear the main street.",
+    "Her grandmother taught her to knit a scarf during the long winter.",
+    "The market sells cheese, bread, honey and fresh flowers on Saturdays.",
+    "Scientists measured the temperature of the lake every hour for a year.",
+    "The bridge was repaired last summer after a storm damaged the railings.",
+    "Visitors can rent bicycles at the station and ride along the canal.",
+    "A choir sings in the church on the first Sunday of every month.",
+]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def short_clips() -> list[Path]:
+    return sorted(SAMPLES.glob("*/*.wav"))
+
+
+@functools.cache
+def wav_seconds(path: Path) -> float:
+    return decode_audio(path.read_bytes(), 24 * 3600).duration_s
+
+
+def make_long_file(out: Path, seconds: float) -> tuple[Path, str]:
+    """Spoken paragraphs (espeak-ng) until `seconds`, as 16 kHz wav; returns the path and its text."""
+    rng = random.Random(7)
+    pieces, texts, total = [], [], 0.0
+    tmp = out.parent
+    while total < seconds:
+        paragraph = " ".join(rng.sample(SENTENCES, 6))
+        piece = tmp / f"p{len(pieces)}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(piece), paragraph], check=True)
+        pieces.append(piece)
+        texts.append(paragraph)
+        total += wav_seconds(piece)
+    subprocess.run(["sox", *map(str, pieces), "-r", "16000", str(out)], check=True)
+    return out, " ".join(texts)
+
+
+def weights_dir(model: str) -> Path:
+    return hub.resolve_weights(catalog.lookup(model), download=False)
+
+
+# -- in-process ceilings ---------------------------------------------------------------------------------------
+
+
+def inprocess_short(model: str, clips: list[Path], threads: int) -> dict:
+    from faster_whisper import WhisperModel, decode_audio
+
+    m = WhisperModel(str(weights_dir(model)), device="cpu", compute_type="int8", cpu_threads=threads)
+    audio = [decode_audio(str(c)) for c in clips]
+    list(m.transcribe(audio[0], beam_size=5)[0])  # warm-up
+    latencies = []
+    started = time.perf_counter()
+    for a in audio:
+        t = time.perf_counter()
+        list(m.transcribe(a, beam_size=5)[0])
+        latencies.append(time.perf_counter() - t)
+    wall = time.perf_counter() - started
+    seconds = sum(len(a) / 16000 for a in audio)
+    return {"requests": len(audio), "audio_s": round(seconds, 2), "wall_s": round(wall, 2),
+            "throughput_x_realtime": round(seconds / wall, 3), "p50_s": round(percentile(latencies, 50), 3),
+            "p95_s": round(percentile(latencies, 95), 3)}  # fmt: skip
+
+
+def inprocess_long(model: str, path: Path, threads: int) -> tuple[dict, str]:
+    from faster_whisper import WhisperModel, decode_audio
+
+    m = WhisperModel(str(weights_dir(model)), device="cpu", compute_type="int8", cpu_threads=threads)
+    audio = decode_audio(str(path))
+    started = time.perf_counter()
+    segments, _ = m.transcribe(audio, beam_size=5)
+    text = "".join(s.text for s in segments).strip()
+    wall = time.perf_counter() - started
+    return {"audio_s": round(len(audio) / 16000, 1), "wall_s": round(wall, 2),
+            "speed_x_realtime": round(len(audio) / 16000 / wall, 3)}, text  # fmt: skip
+
+
+# -- the server ---------------------------------------------------------------------------------------------
+
+
+def post(url: str, path: Path, **data) -> tuple[int, float, str]:
+    started = time.perf_counter()
+    with open(path, "rb") as fh:
+        r = httpx.post(url + "/v1/audio/transcriptions", files={"file": fh}, data=data, timeout=1800)
+    text = (
+        r.json().get("text", "") if r.headers.get("content-type", "").startswith("application/json") else ""
+    )
+    return r.status_code, time.perf_counter() - started, text
+
+
+def load(url: str, clips: list[Path], concurrency: int, rounds: int) -> dict:
+    jobs = clips * rounds
+    latencies, errors = [], 0
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        for status, latency, _ in pool.map(lambda p: post(url, p), jobs):
+            latencies.append(latency)
+            errors += status != 200
+    wall = time.perf_counter() - started
+    seconds = sum(wav_seconds(p) for p in jobs)
+    return {"concurrency": concurrency, "requests": len(jobs), "errors": errors, "wall_s": round(wall, 2),
+            "throughput_x_realtime": round(seconds / wall, 3), "p50_s": round(percentile(latencies, 50), 3),
+            "p95_s": round(percentile(latencies, 95), 3)}  # fmt: skip
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="open-stt-bench-"))
+        self.hf_home = Path(os.environ.get("HF_HOME", self.tmp / "hf"))
+        for model in hub.BUNDLED.values():
+            hub.install_bundled(model, self.hf_home / "hub")
+        os.environ["HF_HUB_CACHE"] = str(self.hf_home / "hub")
+        self.server_args = ["--model", args.model, *args.server_args]
+        self.result: dict = {"machine": {"cpus": os.cpu_count()}, "model": args.model,
+                             "server_args": self.server_args}  # fmt: skip
+
+    def server(self, *extra: str):
+        return start_server(self.hf_home, self.tmp, *self.server_args, *extra)
+
+    def startup(self) -> None:
+        started = time.perf_counter()
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "open_stt_server", "--port", str(port), "--host", "127.0.0.1",
+                                 *self.server_args], env=server_env(self.hf_home), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+        clip = SAMPLES / "en" / "hello_world.wav"
+        while True:
+            try:
+                status, _, _ = post(f"http://127.0.0.1:{port}", clip)
+                if status == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        first_answer = time.perf_counter() - started
+        self.result["startup"] = {"start_to_first_transcript_s": round(first_answer, 2),
+                                  "rss_mb": round(rss_mb(proc.pid), 1)}  # fmt: skip
+        proc.terminate()
+        proc.wait()
+
+    def short(self) -> None:
+        clips = short_clips()
+        ceiling = inprocess_short(self.args.model, clips, os.cpu_count() or 1)
+        out = {"inprocess": ceiling, "server": []}
+        srv = self.server()
+        try:
+            post(srv.url, clips[0])  # warm-up
+            for c in self.args.concurrency:
+                run = load(srv.url, clips, c, rounds=1 if c == 1 else 2)
+                run["ratio_vs_inprocess"] = round(
+                    run["throughput_x_realtime"] / ceiling["throughput_x_realtime"], 3
+                )
+                out["server"].append(run)
+            health = []
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                background = pool.submit(load, srv.url, clips, 8, 1)
+                while not background.done():
+                    t = time.perf_counter()
+                    httpx.get(srv.url + "/health")
+                    health.append((time.perf_counter() - t) * 1000)
+                    time.sleep(0.1)
+            out["health_under_load_ms"] = {"p50": round(percentile(health, 50), 1),
+                                           "max": round(max(health), 1), "samples": len(health)}  # fmt: skip
+            out["server_rss_mb"] = round(rss_mb(srv.process.pid), 1)
+        finally:
+            srv.stop()
+        self.result["short_clips"] = out
+
+    def long_file(self) -> tuple[Path, str]:
+        path = self.tmp / "long.wav"
+        if not path.exists():
+            self._long = make_long_file(path, self.args.long_seconds)
+        return self._long
+
+    def long(self) -> None:
+        path, reference = self.long_file()
+        baseline, base_text = inprocess_long(self.args.model, path, os.cpu_count() or 1)
+        baseline["wer"] = round(wer(reference, base_text), 4)
+        srv = self.server()
+        try:
+            post(srv.url, SAMPLES / "en" / "hello_world.wav")
+            runs = {}
+            for name, batched in (("server_batched", "true"), ("server_sequential", "false")):
+                status, took, text = post(srv.url, path, batched=batched)
+                runs[name] = {"status": status, "wall_s": round(took, 2),
+                              "speed_x_realtime": round(baseline["audio_s"] / took, 3),
+                              "ratio_vs_inprocess_sequential": round(baseline["wall_s"] / took, 3),
+                              "wer": round(wer(reference, text), 4)}  # fmt: skip
+                runs[name]["wer_minus_sequential"] = round(runs[name]["wer"] - baseline["wer"], 4)
+        finally:
+            srv.stop()
+        self.result["long_file"] = {"inprocess_sequential": baseline, **runs}
+
+    def fairness(self) -> None:
+        path, _ = self.long_file()
+        clips = [SAMPLES / "en" / f"{n}.wav" for n in ("hello_world", "quick_brown_fox", "counting")] * 4
+        srv = self.server()
+        try:
+            post(srv.url, clips[0])
+
+            def sequential_latencies() -> list[float]:
+                out = []
+                for c in clips:
+                    time.sleep(0.3)
+                    out.append(post(srv.url, c)[1])
+                return out
+
+            idle = sequential_latencies()
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                background = pool.submit(post, srv.url, path)
+                time.sleep(2)
+                busy = sequential_latencies()
+                still_running = not background.done()
+                background.result()
+        finally:
+            srv.stop()
+        self.result["fairness"] = {
+            "idle_p95_s": round(percentile(idle, 95), 3), "with_long_file_p95_s": round(percentile(busy, 95), 3),
+            "ratio": round(percentile(busy, 95) / percentile(idle, 95), 3), "long_file_still_running": still_running,
+        }  # fmt: skip
+
+    def soak(self) -> None:
+        clips = short_clips()
+        srv = self.server()
+        try:
+            post(srv.url, clips[0])
+            rss_start = rss_mb(srv.process.pid)
+            deadline = time.monotonic() + self.args.soak_seconds
+            done = failed = 0
+
+            def worker() -> tuple[int, int]:
+                ok = bad = 0
+                rng = random.Random()
+                while time.monotonic() < deadline:
+                    status, _, _ = post(srv.url, rng.choice(clips))
+                    ok += status == 200
+                    bad += status != 200
+                return ok, bad
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                for ok, bad in pool.map(lambda _: worker(), range(8)):
+                    done, failed = done + ok, failed + bad
+            rss_end = rss_mb(srv.process.pid)
+        finally:
+            srv.stop()
+        self.result["soak"] = {"seconds": self.args.soak_seconds, "requests_ok": done, "requests_failed": failed,
+                               "rss_start_mb": round(rss_start, 1), "rss_end_mb": round(rss_end, 1),
+                               "rss_growth_mb": round(rss_end - rss_start, 1)}  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="*", default=["startup", "short", "long", "fairness"],
+                   choices=["startup", "short", "long", "fairness", "soak"])  # fmt: skip
+    p.add_argument("--model", default="whisper-base")
+    p.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
+    p.add_argument("--long-seconds", type=float, default=600)
+    p.add_argument("--soak-seconds", type=float, default=600)
+    p.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="passed to open-stt-server")
+    args = p.parse_args()
+    if shutil.which("espeak-ng") is None and {"long", "fairness"} & set(args.only):
+        sys.exit("espeak-ng and sox are needed for the long-file benchmarks (scripts/system-deps)")
+    bench = Bench(args)
+    for part in args.only:
+        getattr(bench, "long" if part == "long" else part)()
+        print(json.dumps({part: bench.result.get({"short": "short_clips", "long": "long_file"}.get(part, part))}),
+              file=sys.stderr)  # fmt: skip
+    shutil.rmtree(bench.tmp, ignore_errors=True)
+    print(json.dumps(bench.result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
