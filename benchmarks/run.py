@@ -57,8 +57,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
+LANGS: list[str] = []
+
+
 def short_clips() -> list[Path]:
-    return sorted(SAMPLES.glob("*/*.wav"))
+    return sorted(p for p in SAMPLES.glob("*/*.wav") if not LANGS or p.parent.name in LANGS)
 
 
 @functools.cache
@@ -307,12 +310,14 @@ def main() -> None:
                    choices=["startup", "short", "long", "fairness", "soak"])  # fmt: skip
     p.add_argument("--model", default="whisper-base")
     p.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
+    p.add_argument("--langs", nargs="*", default=[], help="limit short clips to these languages")
     p.add_argument("--long-seconds", type=float, default=600)
     p.add_argument("--soak-seconds", type=float, default=600)
     p.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="passed to open-stt-server")
     args = p.parse_args()
     if shutil.which("espeak-ng") is None and {"long", "fairness"} & set(args.only):
         sys.exit("espeak-ng and sox are needed for the long-file benchmarks (scripts/system-deps)")
+    LANGS.extend(args.langs)
     bench = Bench(args)
     for part in args.only:
         getattr(bench, "long" if part == "long" else part)()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from open_stt_server.engines import Decoding, Engine
+from open_stt_server.engines import Decoding, Engine, lower_current_thread_priority
 from open_stt_server.transcript import Segment, TranscribeOptions, Transcript
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ class ModelQueue:
 
     # -- workers -----------------------------------------------------------------------------------------
     def _work(self) -> None:
+        lower_current_thread_priority()
         while True:
             with self._cond:
                 while not self._ready and not self._stopping:

@@ -23,7 +23,7 @@ class Settings:
     max_upload_mb: float = 25.0
     max_audio_seconds: float = 3 * 3600.0
     workers: int = 2  # concurrent decodes per model
-    cpu_threads: int = 0  # threads per decode; 0 = cores ÷ workers
+    cpu_threads: int = 0  # threads per decode; 0 = every core
     max_queue: int = 64  # requests admitted per model (running + waiting) before 429
     request_timeout_s: float = 0.0  # 0 = no limit
     vad_filter: bool = False  # server default for requests that do not say
@@ -41,4 +41,4 @@ class Settings:
     def threads_per_worker(self) -> int:
         if self.cpu_threads > 0:
             return self.cpu_threads
-        return max(1, (os.cpu_count() or 1) // max(1, self.workers))
+        return os.cpu_count() or 1
