@@ -33,7 +33,9 @@ def browser(tmp_path: Path):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.downloads = tmp_path / "downloads"
     driver.downloads.mkdir()
-    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(driver.downloads)})
+    driver.execute_cdp_cmd(
+        "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(driver.downloads)}
+    )
     yield driver
     driver.quit()
 
@@ -79,7 +81,11 @@ def test_upload_transcribe_and_download_srt(server: Server, browser) -> None:
 
     choose(browser, "format", "srt")
     by_id(browser, "go").click()
-    wait(lambda: by_id(browser, "status").text.startswith("Done") and "-->" in by_id(browser, "transcript").text)
+    wait(
+        lambda: (
+            by_id(browser, "status").text.startswith("Done") and "-->" in by_id(browser, "transcript").text
+        )
+    )
     browser.find_element(By.CSS_SELECTOR, "[data-download=srt]").click()
     downloaded = wait(lambda: next(iter(browser.downloads.glob("transcript.srt")), None), 20)
     cues = list(srt.parse(downloaded.read_text()))
@@ -109,7 +115,11 @@ def test_wrong_api_key_is_a_readable_error(hf_home, tmp_path, browser) -> None:
         wait(lambda: "API key" in by_id(browser, "error").text)
         assert by_id(browser, "key-label").is_displayed()
         by_id(browser, "key").send_keys("wrong-key", Keys.TAB)
-        wait(lambda: "401" in by_id(browser, "error").text and "Incorrect API key" in by_id(browser, "error").text)
+        wait(
+            lambda: (
+                "401" in by_id(browser, "error").text and "Incorrect API key" in by_id(browser, "error").text
+            )
+        )
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "playground-wrong-key.png"))
         key = by_id(browser, "key")
