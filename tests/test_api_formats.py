@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 
@@ -241,7 +242,7 @@ def test_subtitles_are_sentence_sized(server: Server, long_speech) -> None:
     r = transcribe(server, long_speech, response_format="srt")
     cues = list(srt.parse(r.text))
     assert len(cues) >= 8
-    for a, b in zip(cues, cues[1:], strict=False):
+    for a, b in itertools.pairwise(cues):
         assert a.end <= b.start
     for c in cues:
         assert (c.end - c.start).total_seconds() <= 10 and len(c.content) <= 90, c
