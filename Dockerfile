@@ -29,7 +29,7 @@ RUN python3 -m venv /opt/venv \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 
 FROM build AS build-cuda
-RUN /opt/venv/bin/python -m ensurepip -q \
+RUN /opt/venv/bin/python -m ensurepip \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check 'nvidia-cublas-cu12' 'nvidia-cudnn-cu12==9.*' \
  && /opt/venv/bin/pip uninstall -y pip
 

@@ -112,6 +112,13 @@ def test_request_timeout_is_504_and_frees_the_worker(hf_home, tmp_path, three_mi
         r = post_file(srv, three_minutes)
         assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
         assert wait_for(lambda: metric(srv, "open_stt_queue_depth") == 0, 15)
+        # Streaming: the failure arrives as an SSE error event, which the SDK raises, not as a dropped connection.
+        client = openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0, timeout=120)
+        with open(three_minutes, "rb") as fh, pytest.raises(openai.APIError) as info:
+            for _ in client.audio.transcriptions.create(model="whisper-tiny.en", file=fh, stream=True):
+                pass
+        assert "timeout" in str(info.value.body)
+        assert wait_for(lambda: metric(srv, "open_stt_queue_depth") == 0, 15)
         ok = post_file(srv, sample("en", "hello_world"), timeout=60)
         assert ok.status_code == 200 and wer("Hello world.", ok.json()["text"]) == 0
     finally:

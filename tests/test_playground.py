@@ -28,7 +28,8 @@ def browser(tmp_path: Path):
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=420,1100", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+                 "--disable-dev-shm-usage", "--window-size=420,1100",
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.downloads = tmp_path / "downloads"
@@ -90,6 +91,22 @@ def test_upload_transcribe_and_download_srt(server: Server, browser) -> None:
     downloaded = wait(lambda: next(iter(browser.downloads.glob("transcript.srt")), None), 20)
     cues = list(srt.parse(downloaded.read_text()))
     assert cues and wer(reference("en", "quick_brown_fox"), " ".join(c.content for c in cues)) <= 0.2
+
+
+def test_microphone_recording_is_transcribed(server: Server, browser) -> None:
+    """Chromium's fake microphone (a beeping tone) goes through MediaRecorder → webm/opus → the API."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url + "/playground")
+    wait(lambda: by_id(browser, "model").find_elements(By.TAG_NAME, "option"))
+    by_id(browser, "record").click()
+    wait(lambda: by_id(browser, "record").get_attribute("aria-pressed") == "true", 20)
+    time.sleep(2.5)
+    by_id(browser, "record").click()
+    wait(lambda: "ready to transcribe" in by_id(browser, "recording").text, 20)
+    by_id(browser, "go").click()
+    wait(lambda: by_id(browser, "status").text.startswith("Done") or by_id(browser, "error").text)
+    assert by_id(browser, "error").text == ""
 
 
 def test_api_errors_are_shown(server: Server, browser) -> None:
