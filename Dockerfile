@@ -30,8 +30,8 @@ RUN python3 -m venv /opt/venv \
 
 FROM build AS build-cuda
 RUN /opt/venv/bin/python -m ensurepip \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check 'nvidia-cublas-cu12' 'nvidia-cudnn-cu12==9.*' \
- && /opt/venv/bin/pip uninstall -y pip
+ && /opt/venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check 'nvidia-cublas-cu12' 'nvidia-cudnn-cu12==9.*' \
+ && /opt/venv/bin/python -m pip uninstall -y pip
 
 FROM docker.io/library/debian:bookworm-slim AS runtime
 RUN apt-get update \
