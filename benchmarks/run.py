@@ -301,15 +301,24 @@ class Bench:
                     bad += status != 200
                 return ok, bad
 
-            with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                for ok, bad in pool.map(lambda _: worker(), range(8)):
+            rss_curve: list[tuple[int, float]] = []  # (seconds into the soak, RSS MB): a leak keeps climbing
+            began = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(9) as pool:
+                runs = [pool.submit(worker) for _ in range(8)]
+                while time.monotonic() < deadline:
+                    time.sleep(min(30.0, max(0.0, deadline - time.monotonic())))
+                    rss_curve.append((round(time.monotonic() - began), round(rss_mb(srv.process.pid), 1)))
+                for run in runs:
+                    ok, bad = run.result()
                     done, failed = done + ok, failed + bad
             rss_end = rss_mb(srv.process.pid)
         finally:
             srv.stop()
         self.result["soak"] = {"seconds": self.args.soak_seconds, "requests_ok": done, "requests_failed": failed,
                                "rss_start_mb": round(rss_start, 1), "rss_end_mb": round(rss_end, 1),
-                               "rss_growth_mb": round(rss_end - rss_start, 1)}  # fmt: skip
+                               "rss_growth_mb": round(rss_end - rss_start, 1),
+                               "rss_growth_second_half_mb": round(rss_end - rss_curve[len(rss_curve) // 2][1], 1),
+                               "rss_curve_s_mb": rss_curve}  # fmt: skip
 
 
 def main() -> None:

@@ -117,6 +117,8 @@ def subtitle_cues(transcript: Transcript) -> list[Cue]:
         too_big = seg.end - seg.start > MAX_CUE_S or len(text) > MAX_CUE_CHARS
         if too_big and seg.words:
             cues.extend(_split_words(seg.words))
+        elif too_big:
+            cues.extend(_split_text(seg.start, seg.end, text))
         else:
             cues.append(Cue(seg.start, seg.end, text))
     return _monotonic(cues)
@@ -146,6 +148,31 @@ def _split_words(words: tuple[Word, ...]) -> list[Cue]:
         if token.endswith(SENTENCE_END) or (long_enough and token.endswith(CLAUSE_END)):
             flush()
     flush()
+    return cues
+
+
+def _split_text(start: float, end: float, text: str) -> list[Cue]:
+    """A long segment without word times (Voxtral): cut its text at sentence or clause ends into readable cues,
+    each given a share of the segment's time in proportion to its length. Times inside the segment are an
+    estimate; the segment's own start and end stay exact."""
+    separator = " " if " " in text else ""  # scripts without spaces are cut between characters
+    pieces: list[str] = []
+    for unit in text.split(" ") if separator else list(text):
+        if (
+            not pieces
+            or len(pieces[-1]) + len(separator) + len(unit) > MAX_CUE_CHARS
+            or (pieces[-1].endswith(SENTENCE_END + CLAUSE_END) and len(pieces[-1]) > MAX_CUE_CHARS // 4)
+        ):
+            pieces.append(unit)
+        else:
+            pieces[-1] += separator + unit
+    pieces = [p.strip() for p in pieces if p.strip()]
+    total = sum(len(p) for p in pieces) or 1
+    cues, at = [], start
+    for piece in pieces:
+        until = at + (end - start) * len(piece) / total
+        cues.append(Cue(round(at, 3), round(until, 3), piece))
+        at = until
     return cues
 
 

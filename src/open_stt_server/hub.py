@@ -22,7 +22,9 @@ from open_stt_server.catalog import ModelSpec
 log = logging.getLogger(__name__)
 
 WHISPER_FILES = ["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"]
-VOXTRAL_FILES = ["*.json", "*.safetensors", "tekken.json", "*.model", "*.txt"]
+# transformers-format files only: the repos also hold Mistral's own `consolidated.safetensors`, a second copy of
+# every weight that transformers does not read.
+VOXTRAL_FILES = ["*.json", "model*.safetensors", "*.jinja"]
 
 
 class WeightsUnavailable(RuntimeError):

@@ -15,7 +15,7 @@ from open_stt_server import __version__, catalog, hub
 from open_stt_server.api import audio_routes, model_routes, ops_routes
 from open_stt_server.api.errors import install_error_handlers
 from open_stt_server.api.middleware import RequestLog, UploadLimit
-from open_stt_server.engines import EngineUnavailable, load_engine
+from open_stt_server.engines import EngineUnavailable, load_engine, require_engine
 from open_stt_server.metrics import Metrics
 from open_stt_server.scheduler import ModelQueue, ServedModels
 from open_stt_server.settings import Settings
@@ -56,6 +56,7 @@ def load_models(settings: Settings) -> ServedModels:
         for spec in specs:
             started = time.perf_counter()
             try:
+                require_engine(spec)
                 weights = hub.resolve_weights(spec, settings.download)
                 engine = load_engine(spec, weights, settings)
             except (hub.WeightsUnavailable, EngineUnavailable) as exc:
@@ -63,7 +64,14 @@ def load_models(settings: Settings) -> ServedModels:
             except (RuntimeError, ValueError, OSError) as exc:
                 raise StartupError(f"Could not load model '{spec.name}' from {spec.source}: {exc}") from None
             took = load_seconds[spec.name] = time.perf_counter() - started
-            log.info("loaded %s from %s on %s in %.2fs", spec.name, weights, engine.device, took)
+            log.info(
+                "loaded %s from %s on %s (%s) in %.2fs",
+                spec.name,
+                weights,
+                engine.device,
+                engine.compute_type,
+                took,
+            )
             queues[spec.name] = ModelQueue(spec.name, engine, settings.workers, settings.max_queue)
     except BaseException:
         for queue in queues.values():

@@ -212,8 +212,9 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
             )
     if task == "translate" and not engine.supports_translation:
         raise bad_request(
-            f"Model '{queue.name}' cannot translate (it is English-only); use a multilingual "
-            "model such as whisper-base.",
+            f"Model '{queue.name}' cannot translate"
+            + (" (it is English-only)" if engine.english_only else "")
+            + "; use a multilingual Whisper model such as whisper-base.",
             "model",
             "translation_not_supported",
         )
@@ -233,7 +234,16 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
         )
     if words and not engine.supports_word_timestamps:
         raise bad_request(
-            f"Model '{queue.name}' does not produce word timestamps.", "timestamp_granularities"
+            f"Model '{queue.name}' does not produce word timestamps; ask for segment timestamps only, "
+            "or use a Whisper model.",
+            "timestamp_granularities",
+        )
+    prompt = _text(form, "prompt") or None
+    if prompt and not engine.supports_prompt:
+        raise bad_request(
+            f"Model '{queue.name}' takes no prompt in transcription mode; send the request without one.",
+            "prompt",
+            "unsupported_parameter",
         )
 
     include = _fields(form, "include")
@@ -241,6 +251,13 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
         if item != "logprobs":
             raise bad_request(f"Unknown include value '{item}'; only 'logprobs' is supported.", "include")
     logprobs = "logprobs" in include
+    if logprobs and not engine.supports_word_timestamps:
+        raise bad_request(
+            f"Model '{queue.name}' does not report per-word log probabilities; send the request without "
+            "include[]=logprobs, or use a Whisper model.",
+            "include",
+            "unsupported_parameter",
+        )
     if logprobs and response_format != "json":
         raise bad_request("include[]=logprobs requires response_format=json.", "include")
 
@@ -263,7 +280,7 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
     options = TranscribeOptions(
         task=task,
         language=language,
-        prompt=_text(form, "prompt") or None,
+        prompt=prompt,
         temperature=temperature,
         # Word times also let subtitles and logprobs be cut per word.
         word_timestamps=words or logprobs or response_format in ("srt", "vtt"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib.util
 import os
 import threading
 from collections.abc import Iterator
@@ -31,7 +32,9 @@ class Engine(Protocol):
     english_only: bool
     supports_translation: bool
     supports_word_timestamps: bool
+    supports_prompt: bool
     device: str
+    compute_type: str
 
     def start(self, samples: np.ndarray, options: TranscribeOptions) -> Decoding: ...
 
@@ -53,17 +56,49 @@ def lower_current_thread_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
 
 
+# The packages each engine imports beyond the base install, and the extra that installs them.
+ENGINE_PACKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "whisper": ("", ("faster_whisper", "ctranslate2")),
+    "voxtral": ("voxtral", ("torch", "transformers", "mistral_common", "soundfile")),
+}
+
+
+def require_engine(spec: ModelSpec) -> None:
+    """Fail before any download when the packages of the model's engine are missing."""
+    extra, modules = ENGINE_PACKAGES[spec.engine]
+    missing = [m for m in modules if not _importable(m)]
+    if missing:
+        install = f"pip install 'open-stt-server[{extra}]'" if extra else "pip install open-stt-server"
+        raise EngineUnavailable(
+            f"Model '{spec.name}' runs on the {spec.engine.capitalize()} engine, whose packages are not "
+            f"installed (missing: {', '.join(missing)}). Install them with: {install}"
+        )
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or half-removed install
+        return False
+
+
 def load_engine(spec: ModelSpec, weights: Path, settings: Settings) -> Engine:
     """Build the engine in a lower-priority thread: the runtime's own thread pools inherit that priority."""
-    if spec.engine != "whisper":
+    require_engine(spec)
+    try:
+        if spec.engine == "voxtral":
+            from open_stt_server.engines.voxtral import VoxtralEngine as engine_class
+        else:
+            from open_stt_server.engines.whisper_ct2 import WhisperEngine as engine_class
+    except ImportError as exc:
+        extra = ENGINE_PACKAGES[spec.engine][0]
         raise EngineUnavailable(
-            f"Model '{spec.name}' needs the Voxtral engine, which is not available in this version yet; "
-            "serve a Whisper model instead."
-        )
-    from open_stt_server.engines.whisper_ct2 import WhisperEngine
+            f"Model '{spec.name}' cannot run: its engine failed to import ({exc}). "
+            f"Reinstall it with: pip install 'open-stt-server[{extra}]'"
+        ) from None
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(_build, WhisperEngine, spec, weights, settings).result()
+        return pool.submit(_build, engine_class, spec, weights, settings).result()
 
 
 def _build(engine_class, spec: ModelSpec, weights: Path, settings: Settings) -> Engine:

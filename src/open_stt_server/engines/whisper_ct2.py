@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.transcribe import Segment as FwSegment
-from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from open_stt_server.audio import SAMPLE_RATE
 from open_stt_server.catalog import ModelSpec
+from open_stt_server.chunking import speech_pieces, speech_regions
 from open_stt_server.engines import Decoding
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import Segment, TranscribeOptions, Word
@@ -33,6 +33,7 @@ def cuda_available() -> bool:
 
 class WhisperEngine:
     supports_word_timestamps = True
+    supports_prompt = True
 
     def __init__(self, spec: ModelSpec, weights: Path, settings: Settings) -> None:
         self.spec = spec
@@ -80,15 +81,6 @@ class WhisperEngine:
             "vad_filter": False,  # we cut speech regions ourselves so that times stay true
         }
 
-    def _speech_regions(self, samples: np.ndarray, options: TranscribeOptions, max_s: float) -> list[dict]:
-        vad = VadOptions(
-            threshold=options.vad_threshold,
-            min_silence_duration_ms=options.vad_min_silence_ms,
-            speech_pad_ms=options.vad_speech_pad_ms,
-            max_speech_duration_s=max_s,
-        )
-        return get_speech_timestamps(samples, vad)
-
     def _detect_language(self, samples: np.ndarray, options: TranscribeOptions) -> str:
         if self.english_only:
             return "en"
@@ -99,7 +91,7 @@ class WhisperEngine:
 
     def _start_vad(self, samples: np.ndarray, options: TranscribeOptions) -> Decoding:
         """Transcribe each speech region on its own: no segment can span silence that VAD removed."""
-        regions = self._speech_regions(samples, options, max_s=float("inf"))
+        regions = speech_regions(samples, options, max_s=float("inf"))
         if not regions:
             return Decoding(self._detect_language(samples, options), iter(()))
         first = regions[0]
@@ -123,7 +115,10 @@ class WhisperEngine:
 
         Clips are decoded independently: no conditioning on the previous window and no temperature fallback.
         """
-        clips = _clips_from_regions(self._speech_regions(samples, options, max_s=WINDOW_S), WINDOW_S)
+        clips = [
+            {"start": p.start_s, "end": p.end_s}
+            for p in speech_pieces(speech_regions(samples, options, WINDOW_S), WINDOW_S)
+        ]
         if not clips:
             return Decoding(self._detect_language(samples, options), iter(()))
         language = self._detect_language(
@@ -139,18 +134,6 @@ class WhisperEngine:
             samples, clip_timestamps=clips, batch_size=self.batch_size, without_timestamps=True, **kwargs
         )
         return Decoding(language, _convert(segments, 0.0, len(samples) / SAMPLE_RATE))
-
-
-def _clips_from_regions(regions: list[dict], max_s: float) -> list[dict]:
-    """Greedily join neighbouring speech regions (with the short pauses between them) into clips ≤ max_s."""
-    clips: list[dict] = []
-    for region in regions:
-        start, end = region["start"] / SAMPLE_RATE, region["end"] / SAMPLE_RATE
-        if clips and end - clips[-1]["start"] <= max_s and start - clips[-1]["end"] < 2.0:
-            clips[-1]["end"] = end
-        else:
-            clips.append({"start": start, "end": end})
-    return clips
 
 
 def _convert(

@@ -1,0 +1,241 @@
+"""The Voxtral engine end to end, on a randomly initialised Voxtral of the real architecture (tests/voxtral_tiny.py).
+
+Its transcripts are random text: these tests check loading through the hub cache, the request template,
+generation, the token budget, chunking of long audio with true offsets, dtypes, the response formats and the
+errors, not what the model hears. Real Voxtral weights were not available to run (no hub access here).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("mistral_common")
+
+import itertools
+
+from open_stt_server.engines.voxtral import PIECE_S, token_budget
+from tests.conftest import Server, free_port, server_env, speak, start_server
+from tests.voxtral_tiny import install_into_cache
+
+# Sampling keeps to one pass per piece; temperature 0 would add Whisper-style fallback retries, since random
+# weights always look like a failed decode.
+ONE_PASS = 0.7
+
+
+@pytest.fixture(scope="session")
+def voxtral_home(hf_home: Path) -> Path:
+    install_into_cache(hf_home / "hub")
+    return hf_home
+
+
+@pytest.fixture(scope="session")
+def voxtral_server(voxtral_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(
+        voxtral_home, tmp_path_factory.mktemp("vx-logs"), "--model", "voxtral-mini,whisper-tiny.en"
+    )
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return speak(
+        "Hello there, this is a short test of the Voxtral engine.", tmp_path_factory.mktemp("vx") / "a.wav"
+    )
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    import soundfile
+
+    soundfile.write(path, audio, 16000, subtype="PCM_16")
+    return path
+
+
+def transcribe(server: Server, path: Path, **fields: str) -> httpx.Response:
+    data = {"model": "voxtral-mini", "temperature": str(ONE_PASS), **fields}
+    with open(path, "rb") as fh:
+        return httpx.post(
+            server.base_url + "/audio/transcriptions", files={"file": (path.name, fh)}, data=data, timeout=600
+        )
+
+
+def test_loads_from_the_hub_cache_on_cpu_in_float32(voxtral_server: Server) -> None:
+    models = httpx.get(voxtral_server.base_url + "/models").json()
+    assert {"voxtral-mini", "whisper-tiny.en"} <= {m["id"] for m in models["data"]}
+    log = voxtral_server.log()
+    assert "models--mistralai--Voxtral-Mini-3B-2507/snapshots/" in log
+    assert "loaded voxtral-mini" in log and "on cpu (float32)" in log
+
+
+def test_sdk_gets_a_string_in_every_format(voxtral_server: Server, speech: Path) -> None:
+    import srt
+    import webvtt
+    from openai import OpenAI
+
+    client = OpenAI(base_url=voxtral_server.base_url, api_key="unused", max_retries=0, timeout=300)
+    with open(speech, "rb") as fh:
+        result = client.audio.transcriptions.create(model="voxtral-mini", file=fh, temperature=ONE_PASS)
+    assert isinstance(result.text, str) and result.text
+
+    for fmt in ("text", "srt", "vtt"):
+        with open(speech, "rb") as fh:
+            body = client.audio.transcriptions.create(
+                model="voxtral-mini", file=fh, response_format=fmt, temperature=ONE_PASS
+            )
+        assert isinstance(body, str) and body.strip()
+        if fmt == "srt":
+            cues = list(srt.parse(body))
+            assert cues and cues[-1].end.total_seconds() <= 4.0
+        if fmt == "vtt":
+            import io
+
+            assert webvtt.from_buffer(io.StringIO(body)).captions
+
+    with open(speech, "rb") as fh:
+        verbose = client.audio.transcriptions.create(
+            model="voxtral-mini", file=fh, response_format="verbose_json", language="fr", temperature=ONE_PASS
+        )
+    assert verbose.language == "french"
+    assert verbose.segments and verbose.segments[0].start == 0.0
+    assert verbose.segments[-1].end == pytest.approx(verbose.duration, abs=0.01)
+
+    with open(speech, "rb") as fh:
+        events = list(
+            client.audio.transcriptions.create(
+                model="voxtral-mini", file=fh, stream=True, temperature=ONE_PASS
+            )
+        )
+    assert events[-1].type == "transcript.text.done" and events[-1].text
+
+
+def test_token_budget_grows_with_the_duration(voxtral_server: Server, tmp_path: Path) -> None:
+    assert token_budget(5) < token_budget(25) < token_budget(PIECE_S)
+    assert token_budget(PIECE_S) >= 10 * PIECE_S  # room for fast speech: no fixed cap that truncates
+    rng = np.random.default_rng(1)
+    counts = {}
+    for seconds in (4, 25):
+        clip = write_wav(
+            tmp_path / f"{seconds}.wav", (0.1 * rng.standard_normal(seconds * 16000)).astype(np.float32)
+        )
+        body = transcribe(voxtral_server, clip, response_format="verbose_json").json()
+        [segment] = body["segments"]
+        counts[seconds] = len(segment["tokens"])
+        assert counts[seconds] <= token_budget(seconds)
+    # Random weights never choose end-of-text, so each piece runs to its budget: the 25 s clip gets the larger one.
+    assert counts[25] > token_budget(4)
+    assert "used its whole budget" in voxtral_server.log()
+
+
+def test_long_audio_is_cut_at_quiet_points_with_true_offsets(
+    voxtral_server: Server, long_speech: Path
+) -> None:
+    import soundfile
+
+    audio, rate = soundfile.read(long_speech, dtype="float32")
+    duration = len(audio) / rate
+    assert duration > 60
+    body = transcribe(voxtral_server, long_speech, response_format="verbose_json").json()
+    segments = body["segments"]
+    assert len(segments) >= 3
+    assert segments[0]["start"] == 0.0
+    assert segments[-1]["end"] == pytest.approx(duration, abs=0.01)
+    frame = int(0.05 * rate)
+    energy = np.convolve(audio.astype(np.float64) ** 2, np.ones(frame) / frame, mode="same")
+    for a, b in itertools.pairwise(segments):
+        assert a["end"] == b["start"]  # contiguous, in order
+        assert a["end"] - a["start"] <= PIECE_S + 0.01
+        # each cut sits in a pause: far quieter there than the speech around it
+        assert energy[int(a["end"] * rate)] < 0.05 * np.median(energy[energy > 0])
+    assert [s["id"] for s in segments] == list(range(len(segments)))
+
+
+def test_requests_the_model_cannot_honour_are_clear_400s(voxtral_server: Server, speech: Path) -> None:
+    cases = [
+        ({"response_format": "verbose_json", "timestamp_granularities[]": "word"}, "timestamp_granularities"),
+        ({"prompt": "Voxtral, Mistral"}, "prompt"),
+        ({"include[]": "logprobs"}, "include"),
+    ]
+    for fields, param in cases:
+        response = transcribe(voxtral_server, speech, **fields)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == param
+        assert "voxtral-mini" in response.json()["error"]["message"]
+    with open(speech, "rb") as fh:
+        response = httpx.post(
+            voxtral_server.base_url + "/audio/translations",
+            files={"file": ("a.wav", fh)},
+            data={"model": "voxtral-mini"},
+            timeout=60,
+        )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "translation_not_supported"
+
+
+def test_concurrent_requests_share_the_scheduler(voxtral_server: Server, speech: Path) -> None:
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda _: transcribe(voxtral_server, speech), range(4)))
+    assert [r.status_code for r in responses] == [200] * 4
+    # the Whisper model beside it still answers
+    with open(speech, "rb") as fh:
+        whisper = httpx.post(
+            voxtral_server.base_url + "/audio/transcriptions",
+            files={"file": ("a.wav", fh)},
+            data={"model": "whisper-tiny.en"},
+            timeout=120,
+        )
+    assert "voxtral" in whisper.json()["text"].lower() or "test" in whisper.json()["text"].lower()
+
+
+def test_bfloat16_on_cpu_when_asked(voxtral_home: Path, tmp_path: Path, speech: Path) -> None:
+    srv = start_server(voxtral_home, tmp_path, "--model", "voxtral-mini", "--compute-type", "bfloat16")
+    try:
+        assert "on cpu (bfloat16)" in srv.log()
+        assert transcribe(srv, speech).status_code == 200
+    finally:
+        srv.stop()
+
+
+def run_cli(home: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "open_stt_server", "--host", "127.0.0.1", "--port", str(free_port()), *args],
+        env=server_env(home, **(extra_env or {})),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("compute_type", "says"), [("int8", "use one of float32, bfloat16, float16"), ("float16", "needs CUDA")]
+)
+def test_unsupported_compute_types_stop_start_up(voxtral_home: Path, compute_type: str, says: str) -> None:
+    result = run_cli(voxtral_home, "--model", "voxtral-mini", "--compute-type", compute_type)
+    assert result.returncode == 1
+    assert says in result.stderr
+
+
+def test_missing_extra_names_the_extra_to_install(voxtral_home: Path, tmp_path: Path) -> None:
+    """A Whisper-only install: the Voxtral packages cannot be imported (hidden from this process)."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'torch', 'transformers', 'mistral_common'}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
+    result = run_cli(voxtral_home, "--model", "voxtral-mini", extra_env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 1
+    assert "pip install 'open-stt-server[voxtral]'" in result.stderr
+    assert "torch" in result.stderr
