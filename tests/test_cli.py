@@ -127,9 +127,11 @@ def test_download_while_offline_fails_clearly(hf_home) -> None:
     assert r.returncode != 0 and "whisper-small" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_voxtral_is_known_but_not_available_yet(hf_home, tmp_path) -> None:
+def test_voxtral_without_weights_says_how_to_get_them(hf_home) -> None:
+    pytest.importorskip("transformers")
     r = run_cli(hf_home, "--model", "voxtral-mini")
-    assert r.returncode != 0 and "voxtral" in r.stderr.lower() and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "mistralai/Voxtral-Mini-3B-2507" in r.stderr and "--download" in r.stderr
 
 
 def test_bad_configuration_exits_2(hf_home) -> None:

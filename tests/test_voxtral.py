@@ -22,6 +22,7 @@ pytest.importorskip("mistral_common")
 
 import itertools
 
+from open_stt_server import hub
 from open_stt_server.engines.voxtral import PIECE_S, token_budget
 from tests.conftest import Server, free_port, server_env, speak, start_server
 from tests.voxtral_tiny import install_into_cache
@@ -32,9 +33,12 @@ ONE_PASS = 0.7
 
 
 @pytest.fixture(scope="session")
-def voxtral_home(hf_home: Path) -> Path:
-    install_into_cache(hf_home / "hub")
-    return hf_home
+def voxtral_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Its own HF home: the tiny Voxtral as `mistralai/Voxtral-Mini-3B-2507`, beside bundled whisper-tiny.en."""
+    home = tmp_path_factory.mktemp("vx_home")
+    install_into_cache(home / "hub")
+    hub.install_bundled(hub.BUNDLED["Systran/faster-whisper-tiny.en"], home / "hub")
+    return home
 
 
 @pytest.fixture(scope="session")
@@ -163,6 +167,7 @@ def test_requests_the_model_cannot_honour_are_clear_400s(voxtral_server: Server,
         ({"response_format": "verbose_json", "timestamp_granularities[]": "word"}, "timestamp_granularities"),
         ({"prompt": "Voxtral, Mistral"}, "prompt"),
         ({"include[]": "logprobs"}, "include"),
+        ({"language": "yue"}, "language"),  # Whisper has a code for Cantonese; the request template does not
     ]
     for fields, param in cases:
         response = transcribe(voxtral_server, speech, **fields)

@@ -89,8 +89,8 @@ def lookup(value: str) -> ModelSpec:
         return ModelSpec(key, key, engine, english_only=key.lower().endswith(".en"))
     known = ", ".join(sorted(CATALOG))
     raise UnknownModel(
-        f"Unknown model '{value}'. Use a catalog name ({known}), a Hugging Face repo id of a CTranslate2 "
-        "Whisper conversion (owner/name), or a local model directory."
+        f"Unknown model '{value}'. Use a catalog name ({known}), a Hugging Face repo id (owner/name) of a "
+        "CTranslate2 Whisper conversion or of a transformers Voxtral, or a local model directory."
     )
 
 

@@ -203,6 +203,13 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
                 "language",
                 "unsupported_language",
             )
+        if engine.languages is not None and language not in engine.languages:
+            raise bad_request(
+                f"Model '{queue.name}' does not take language '{raw_language}'; use an ISO 639-1 code it "
+                "knows, or leave language out to detect it.",
+                "language",
+                "unsupported_language",
+            )
         if engine.english_only and language != "en":
             raise bad_request(
                 f"Model '{queue.name}' is English-only and cannot transcribe '{raw_language}'; "

@@ -33,6 +33,7 @@ class Engine(Protocol):
     supports_translation: bool
     supports_word_timestamps: bool
     supports_prompt: bool
+    languages: frozenset[str] | None  # codes it accepts in `language`; None = all of Whisper's
     device: str
     compute_type: str
 

@@ -34,6 +34,7 @@ def cuda_available() -> bool:
 class WhisperEngine:
     supports_word_timestamps = True
     supports_prompt = True
+    languages = None
 
     def __init__(self, spec: ModelSpec, weights: Path, settings: Settings) -> None:
         self.spec = spec
