@@ -60,6 +60,8 @@ def test_catalog_names_and_aliases() -> None:
     assert catalog.lookup("turbo").name == "whisper-large-v3-turbo"
     assert catalog.lookup("someone/custom-ct2-whisper").source == "someone/custom-ct2-whisper"
     assert catalog.lookup("voxtral-mini").engine == "voxtral"
+    assert catalog.lookup("voxtral-small").source == "mistralai/Voxtral-Small-24B-2507"
+    assert catalog.lookup("someone/Voxtral-Mini-3B-finetuned").engine == "voxtral"
     with pytest.raises(catalog.UnknownModel):
         catalog.lookup("not a model")
 

@@ -201,11 +201,18 @@ def test_concurrent_requests_share_the_scheduler(voxtral_server: Server, speech:
     assert "voxtral" in whisper.json()["text"].lower() or "test" in whisper.json()["text"].lower()
 
 
-def test_bfloat16_on_cpu_when_asked(voxtral_home: Path, tmp_path: Path, speech: Path) -> None:
-    srv = start_server(voxtral_home, tmp_path, "--model", "voxtral-mini", "--compute-type", "bfloat16")
+def test_local_directory_in_bfloat16_on_cpu(voxtral_home: Path, tmp_path: Path, speech: Path) -> None:
+    """A Voxtral in a plain directory (found by its config's model_type), with the dtype asked for."""
+    snapshot = install_into_cache(voxtral_home / "hub")
+    local = tmp_path / "my-voxtral"
+    local.mkdir()
+    for file in snapshot.iterdir():
+        (local / file.name).write_bytes(file.read_bytes())
+    srv = start_server(voxtral_home, tmp_path, "--model", str(local), "--compute-type", "bfloat16")
     try:
-        assert "on cpu (bfloat16)" in srv.log()
-        assert transcribe(srv, speech).status_code == 200
+        assert "loaded my-voxtral" in srv.log() and "on cpu (bfloat16)" in srv.log()
+        response = transcribe(srv, speech, model="my-voxtral", response_format="verbose_json")
+        assert response.status_code == 200 and response.json()["segments"]
     finally:
         srv.stop()
 
