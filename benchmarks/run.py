@@ -4,6 +4,7 @@
     python benchmarks/run.py --only short          # short clips at concurrency 1, 4, 16
     python benchmarks/run.py --only long fairness  # 10-minute file; short-clip p95 beside a long file
     python benchmarks/run.py --only soak --soak-seconds 600
+    python benchmarks/run.py --only voxtral          # the Voxtral engine on the tests' tiny random Voxtral
 
 Prints one JSON object; each figure sits beside the baseline it is divided by.
 """
@@ -283,6 +284,44 @@ class Bench:
             "ratio": round(percentile(busy, 95) / percentile(idle, 95), 3), "long_file_still_running": still_running,
         }  # fmt: skip
 
+    def voxtral(self) -> None:
+        """The Voxtral engine on the tiny random Voxtral of the tests (no real Voxtral weights here): server
+        overhead over transformers in-process, same clips, same template and budget."""
+        from tests.voxtral_tiny import install_into_cache
+
+        weights = install_into_cache(self.hf_home / "hub")
+        clips = short_clips()
+        temperature = 0.7  # one pass per clip: random weights would trigger every fallback at temperature 0
+        ceiling = inprocess_voxtral(weights, clips, temperature)
+        out: dict = {
+            "model": "tiny random Voxtral (tests/voxtral_tiny.py)",
+            "inprocess": ceiling,
+            "server": [],
+        }
+        srv = start_server(self.hf_home, self.tmp, "--model", "voxtral-mini")
+        try:
+            url = srv.url
+            post(url, clips[0], model="voxtral-mini", temperature=temperature)
+            for concurrency in (1, 4):
+                latencies, errors = [], 0
+                started = time.perf_counter()
+                with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+                    for status, latency, _ in pool.map(
+                        lambda p: post(url, p, model="voxtral-mini", temperature=temperature), clips
+                    ):
+                        latencies.append(latency)
+                        errors += status != 200
+                wall = time.perf_counter() - started
+                throughput = ceiling["audio_s"] / wall
+                out["server"].append({"concurrency": concurrency, "errors": errors, "wall_s": round(wall, 2),
+                                      "throughput_x_realtime": round(throughput, 3),
+                                      "ratio_vs_inprocess": round(throughput / ceiling["throughput_x_realtime"], 3),
+                                      "p95_s": round(percentile(latencies, 95), 3)})  # fmt: skip
+            out["server_rss_mb"] = round(rss_mb(srv.process.pid), 1)
+        finally:
+            srv.stop()
+        self.result["voxtral"] = out
+
     def soak(self) -> None:
         clips = short_clips()
         srv = self.server()
@@ -321,10 +360,40 @@ class Bench:
                                "rss_curve_s_mb": rss_curve}  # fmt: skip
 
 
+def inprocess_voxtral(weights: Path, clips: list[Path], temperature: float) -> dict:
+    """transformers called directly: the same processor template and token budget the engine uses, one clip
+    after another (the tiny random model never stops early, so every clip runs to its budget either way)."""
+    import torch
+    from transformers import AutoProcessor, VoxtralForConditionalGeneration
+
+    from open_stt_server.engines.voxtral import token_budget
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    processor = AutoProcessor.from_pretrained(str(weights))
+    model = VoxtralForConditionalGeneration.from_pretrained(str(weights), dtype=torch.float32).eval()
+    audio = [decode_audio(c.read_bytes(), 3600).samples for c in clips]
+
+    def run(samples) -> int:
+        inputs = processor.apply_transcription_request(audio=samples, sampling_rate=16000, format="wav",
+                                                       model_id="bench")  # fmt: skip
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=token_budget(len(samples) / 16000), do_sample=True,
+                                 temperature=temperature, pad_token_id=2)  # fmt: skip
+        return out.shape[1] - inputs["input_ids"].shape[1]
+
+    run(audio[0])  # warm-up
+    started = time.perf_counter()
+    tokens = sum(run(a) for a in audio)
+    wall = time.perf_counter() - started
+    seconds = sum(len(a) / 16000 for a in audio)
+    return {"requests": len(audio), "audio_s": round(seconds, 2), "wall_s": round(wall, 2), "tokens": tokens,
+            "tokens_per_s": round(tokens / wall, 1), "throughput_x_realtime": round(seconds / wall, 3)}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="*", default=["startup", "short", "long", "fairness"],
-                   choices=["startup", "short", "long", "fairness", "soak"])  # fmt: skip
+                   choices=["startup", "short", "long", "fairness", "soak", "voxtral"])  # fmt: skip
     p.add_argument("--model", default="whisper-base")
     p.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
     p.add_argument("--langs", nargs="*", default=[], help="limit short clips to these languages")
