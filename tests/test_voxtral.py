@@ -251,3 +251,24 @@ def test_missing_extra_names_the_extra_to_install(voxtral_home: Path, tmp_path: 
     assert result.returncode == 1
     assert "pip install 'open-stt-server[voxtral]'" in result.stderr
     assert "torch" in result.stderr
+
+
+def test_timeout_stops_generation_mid_piece(voxtral_home: Path, tmp_path: Path) -> None:
+    """A request that runs out of time is answered 504 and its generation stops at the next token, not at the
+    end of the piece; the worker is free again at once."""
+    srv = start_server(
+        voxtral_home, tmp_path, "--model", "voxtral-mini", "--request-timeout", "1", "--workers", "1"
+    )
+    try:
+        noise = (0.1 * np.random.default_rng(2).standard_normal(90 * 16000)).astype(np.float32)
+        response = transcribe(srv, write_wav(tmp_path / "noise.wav", noise))
+        assert response.status_code == 504, response.text
+        assert response.json()["error"]["type"]
+        short = (0.1 * np.random.default_rng(3).standard_normal(16000)).astype(np.float32)
+        assert transcribe(srv, write_wav(tmp_path / "short.wav", short)).status_code == 200
+        log = srv.log()
+        assert "stopped after" in log and "request cancelled" in log
+        stopped = int(log.split("stopped after ")[1].split()[0])
+        assert stopped < token_budget(30)
+    finally:
+        srv.stop()

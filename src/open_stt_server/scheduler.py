@@ -188,12 +188,15 @@ class ModelQueue:
         try:
             if job.decoding is None:
                 job.started_at = time.monotonic()
-                job.decoding = self.engine.start(job.samples, job.options)
+                job.decoding = self.engine.start(job.samples, job.options, job.cancelled)
                 job.language = job.decoding.language
             segment = next(job.decoding.segments, None)
         except Exception as exc:
             log.exception("engine failed on model %s", self.name)
             self._finish(job, EngineFailure(f"The model failed while transcribing: {exc}"))
+            return False
+        if job.cancelled.is_set():  # an engine that stops mid-step returns what it had: not a result
+            self._finish(job, JobCancelled("The request was cancelled."))
             return False
         if segment is None:
             self._finish(job, None)

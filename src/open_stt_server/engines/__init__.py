@@ -37,7 +37,11 @@ class Engine(Protocol):
     device: str
     compute_type: str
 
-    def start(self, samples: np.ndarray, options: TranscribeOptions) -> Decoding: ...
+    def start(
+        self, samples: np.ndarray, options: TranscribeOptions, cancelled: threading.Event | None = None
+    ) -> Decoding:
+        """Begin decoding; `cancelled` is set when the request is dropped (an engine may stop mid-step)."""
+        ...
 
     def close(self) -> None: ...
 

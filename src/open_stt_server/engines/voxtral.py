@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import unicodedata
 import zlib
 from collections.abc import Iterator
@@ -17,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, LogitsProcessor, LogitsProcessorList, VoxtralForConditionalGeneration
+from transformers import (
+    AutoProcessor,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    VoxtralForConditionalGeneration,
+)
 
 from open_stt_server.audio import SAMPLE_RATE
 from open_stt_server.catalog import ModelSpec
@@ -85,6 +93,18 @@ class _ChosenTokenLogprobs(LogitsProcessor):
             self.previous = None
 
 
+class _StopWhenSet(StoppingCriteria):
+    """Ends generation at the next token once the request is cancelled (client gone, timeout, shutdown)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
 class VoxtralEngine:
     english_only = False
     supports_translation = False
@@ -112,17 +132,22 @@ class VoxtralEngine:
         if self.device == "cuda":
             torch.cuda.empty_cache()
 
-    def start(self, samples: np.ndarray, options: TranscribeOptions) -> Decoding:
+    def start(
+        self, samples: np.ndarray, options: TranscribeOptions, cancelled: threading.Event | None = None
+    ) -> Decoding:
         if options.vad_filter:
             pieces = speech_pieces(speech_regions(samples, options, PIECE_S), PIECE_S)
         else:
             pieces = quiet_pieces(samples, PIECE_S)
         language = options.language
+        stop = cancelled or threading.Event()
 
         def segments() -> Iterator[Segment]:
             index = 0
             for piece in pieces:
-                segment = self._transcribe_piece(samples, piece, index, options)
+                if stop.is_set():
+                    return
+                segment = self._transcribe_piece(samples, piece, index, options, stop)
                 if segment is not None:
                     index += 1
                     yield segment
@@ -132,7 +157,7 @@ class VoxtralEngine:
     # -- one piece ------------------------------------------------------------------------------------
 
     def _transcribe_piece(
-        self, samples: np.ndarray, piece: Piece, index: int, options: TranscribeOptions
+        self, samples: np.ndarray, piece: Piece, index: int, options: TranscribeOptions, stop: threading.Event
     ) -> Segment | None:
         audio = samples[piece.start : piece.end]
         if is_silent(audio):
@@ -154,7 +179,11 @@ class VoxtralEngine:
 
         best: tuple[list[int], str, float, float, float] | None = None
         for temperature in options.temperatures:
-            tokens, logprobs = self._generate(inputs, budget, temperature)
+            tokens, logprobs = self._generate(inputs, budget, temperature, stop)
+            if stop.is_set():
+                log.info("voxtral piece %.1f-%.1f s stopped after %d of %d tokens: request cancelled",
+                         piece.start_s, piece.end_s, len(tokens), budget)  # fmt: skip
+                return None
             text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True).strip()
             avg_logprob = sum(logprobs) / len(logprobs) if logprobs else 0.0
             ratio = compression_ratio(text)
@@ -183,7 +212,9 @@ class VoxtralEngine:
         )
 
     @torch.inference_mode()
-    def _generate(self, inputs, budget: int, temperature: float) -> tuple[list[int], list[float]]:
+    def _generate(
+        self, inputs, budget: int, temperature: float, stop: threading.Event
+    ) -> tuple[list[int], list[float]]:
         prompt_length = int(inputs["input_ids"].shape[1])
         recorder = _ChosenTokenLogprobs(prompt_length)
         sampling = (
@@ -193,6 +224,7 @@ class VoxtralEngine:
             **inputs,
             max_new_tokens=budget,
             logits_processor=LogitsProcessorList([recorder]),
+            stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
             pad_token_id=self.eos_token_id,
             **sampling,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -61,7 +62,10 @@ class WhisperEngine:
 
     # -- decoding -------------------------------------------------------------------------------------
 
-    def start(self, samples: np.ndarray, options: TranscribeOptions) -> Decoding:
+    def start(
+        self, samples: np.ndarray, options: TranscribeOptions, cancelled: threading.Event | None = None
+    ) -> Decoding:
+        # CTranslate2 cannot be interrupted inside a window: the scheduler stops the job between segments.
         duration = len(samples) / SAMPLE_RATE
         use_batched = options.batched if options.batched is not None else self.batched_enabled
         if use_batched and duration >= self.batched_min_seconds:
