@@ -64,11 +64,11 @@ def write_wav(path: Path, audio: np.ndarray) -> Path:
     return path
 
 
-def transcribe(server: Server, path: Path, **fields: str) -> httpx.Response:
+def transcribe(server: Server, path: Path, endpoint: str = "transcriptions", **fields: str) -> httpx.Response:
     data = {"model": "voxtral-mini", "temperature": str(ONE_PASS), **fields}
     with open(path, "rb") as fh:
         return httpx.post(
-            server.base_url + "/audio/transcriptions", files={"file": (path.name, fh)}, data=data, timeout=600
+            f"{server.base_url}/audio/{endpoint}", files={"file": (path.name, fh)}, data=data, timeout=600
         )
 
 
@@ -174,13 +174,7 @@ def test_requests_the_model_cannot_honour_are_clear_400s(voxtral_server: Server,
         assert response.status_code == 400, response.text
         assert response.json()["error"]["param"] == param
         assert "voxtral-mini" in response.json()["error"]["message"]
-    with open(speech, "rb") as fh:
-        response = httpx.post(
-            voxtral_server.base_url + "/audio/translations",
-            files={"file": ("a.wav", fh)},
-            data={"model": "voxtral-mini"},
-            timeout=60,
-        )
+    response = transcribe(voxtral_server, speech, "translations")
     assert response.status_code == 400 and response.json()["error"]["code"] == "translation_not_supported"
 
 
@@ -191,13 +185,7 @@ def test_concurrent_requests_share_the_scheduler(voxtral_server: Server, speech:
         responses = list(pool.map(lambda _: transcribe(voxtral_server, speech), range(4)))
     assert [r.status_code for r in responses] == [200] * 4
     # the Whisper model beside it still answers
-    with open(speech, "rb") as fh:
-        whisper = httpx.post(
-            voxtral_server.base_url + "/audio/transcriptions",
-            files={"file": ("a.wav", fh)},
-            data={"model": "whisper-tiny.en"},
-            timeout=120,
-        )
+    whisper = transcribe(voxtral_server, speech, model="whisper-tiny.en", temperature="0")
     assert "voxtral" in whisper.json()["text"].lower() or "test" in whisper.json()["text"].lower()
 
 
