@@ -88,8 +88,10 @@ def _importable(module: str) -> bool:
 
 
 def load_engine(spec: ModelSpec, weights: Path, settings: Settings) -> Engine:
-    """Build the engine in a lower-priority thread: the runtime's own thread pools inherit that priority."""
-    require_engine(spec)
+    """Build the engine in a lower-priority thread: the runtime's own thread pools inherit that priority.
+
+    The caller has run `require_engine` before fetching weights; an engine that still fails to import is
+    reported the same way."""
     try:
         if spec.engine == "voxtral":
             from open_stt_server.engines.voxtral import VoxtralEngine as engine_class

@@ -12,12 +12,12 @@ import logging
 import math
 import threading
 import unicodedata
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from faster_whisper.transcribe import get_compression_ratio
 from transformers import (
     AutoProcessor,
     LogitsProcessor,
@@ -76,8 +76,7 @@ class _ChosenTokenLogprobs(LogitsProcessor):
     """Records the log-probability of each generated token (of the model's raw distribution), one vocabulary
     row at a time: at every step the previous step's choice is the last input id."""
 
-    def __init__(self, prompt_length: int) -> None:
-        self.prompt_length = prompt_length
+    def __init__(self) -> None:
         self.previous: torch.Tensor | None = None
         self.logprobs: list[float] = []
 
@@ -186,7 +185,7 @@ class VoxtralEngine:
                 return None
             text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True).strip()
             avg_logprob = sum(logprobs) / len(logprobs) if logprobs else 0.0
-            ratio = compression_ratio(text)
+            ratio = get_compression_ratio(text) if text else 0.0  # Whisper's repetition measure
             best = (tokens, text, temperature, avg_logprob, ratio)
             ran_out = len(tokens) >= budget and (not tokens or tokens[-1] != self.eos_token_id)
             if ran_out:
@@ -216,7 +215,7 @@ class VoxtralEngine:
         self, inputs, budget: int, temperature: float, stop: threading.Event
     ) -> tuple[list[int], list[float]]:
         prompt_length = int(inputs["input_ids"].shape[1])
-        recorder = _ChosenTokenLogprobs(prompt_length)
+        recorder = _ChosenTokenLogprobs()
         sampling = (
             {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         )
@@ -232,12 +231,6 @@ class VoxtralEngine:
         if tokens:
             recorder.finish(tokens[-1])
         return tokens, recorder.logprobs
-
-
-def compression_ratio(text: str) -> float:
-    """Whisper's repetition measure: raw length over zlib-compressed length (high = the decoder looped)."""
-    raw = text.encode("utf-8")
-    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
 
 def _joins_without_space(text: str) -> bool:
