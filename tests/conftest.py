@@ -122,6 +122,18 @@ def openai_client(server: Server):
     return OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
 
 
+def metric(server: Server, name: str, **labels: str) -> float:
+    """The sum of a Prometheus metric's samples that carry `labels`, read from the server's /metrics."""
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 # -- audio made in the tests ---------------------------------------------------------------------------------
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -173,3 +185,14 @@ def wer(reference_text: str, hypothesis: str) -> float:
     import jiwer
 
     return jiwer.wer(normalise(reference_text), normalise(hypothesis))
+
+
+def whisper_engine(hf_home: Path, model: str, **settings):
+    """The server's Whisper engine, in-process, on the bundled weights of `hf_home`."""
+    from open_stt_server import catalog
+    from open_stt_server.engines.whisper_ct2 import WhisperEngine
+    from open_stt_server.settings import Settings
+
+    spec = catalog.lookup(model)
+    os.environ["HF_HOME"] = str(hf_home)
+    return WhisperEngine(spec, hub.resolve_weights(spec, download=False), Settings(**settings))

@@ -31,6 +31,7 @@ def browser(tmp_path: Path):
                  "--disable-dev-shm-usage", "--window-size=420,1100",
                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.downloads = tmp_path / "downloads"
     driver.downloads.mkdir()
@@ -61,6 +62,18 @@ def choose(driver, element_id: str, value: str) -> None:
     from selenium.webdriver.support.ui import Select
 
     Select(by_id(driver, element_id)).select_by_value(value)
+
+
+def test_console_has_no_severe_entry(server: Server, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url + "/")
+    wait(lambda: by_id(browser, "model").find_elements(By.TAG_NAME, "option"))
+    time.sleep(1)  # let the favicon request and any late script errors land in the log
+    entries = browser.get_log("browser")
+    assert not [e for e in entries if e["level"] == "SEVERE"], entries
+    icon = httpx.get(server.url + "/favicon.ico", timeout=10)
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
 
 
 def test_upload_transcribe_and_download_srt(server: Server, browser) -> None:

@@ -1,9 +1,15 @@
 """Per-model queues and worker threads between HTTP and the engines.
 
 Work is scheduled one decoding step (≈ one 30-second window, yielding a segment) at a time: after each step a
-job goes back to its model's ready set, and a free worker always takes the job with the least audio left.
-A short request arriving while a long file is being transcribed therefore starts at the next step of a
-worker instead of waiting for the long file to finish, and a cancelled job stops at its next step.
+job goes back to its model's ready set, and a cancelled job stops at its next step.
+
+Which job a free worker takes: the highest priority class first (a live turn before a file, a file before a
+speculative pass over an unfinished turn), and within a class the earliest *deadline*, where a job's deadline
+is the time it was submitted plus `WAIT_PER_AUDIO_SECOND` × the audio it has left. A short request arriving
+while a long file is being transcribed has the nearer deadline and starts at the next step of a worker instead
+of waiting for the long file to finish; but a deadline never moves later, so anything submitted after a job's
+deadline waits behind it: no request can be passed for ever (shortest-first alone let clips a little longer
+than their neighbours wait while newer, shorter ones kept passing them).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import numpy as np
 
@@ -39,6 +46,18 @@ class EngineFailure(RuntimeError):
 
 _DONE = object()
 
+# How long a request may be passed by shorter ones, per second of audio it has left: a 4 s clip can be passed for
+# 1 s, a 10-minute file for 150 s (while another worker is free it runs at once all the same).
+WAIT_PER_AUDIO_SECOND = 0.25
+
+
+class Priority(IntEnum):
+    """Classes of work, the lower the sooner."""
+
+    TURN = 0  # a realtime turn that its speaker has finished: someone is waiting for the text now
+    FILE = 1  # an uploaded file
+    SPECULATIVE = 2  # a pass over a turn still being spoken (live partials): only spare capacity
+
 
 @dataclass(eq=False)
 class Job:
@@ -46,6 +65,7 @@ class Job:
     options: TranscribeOptions
     duration_s: float
     loop: asyncio.AbstractEventLoop
+    priority: Priority = Priority.FILE
     submitted_at: float = field(default_factory=time.monotonic)
     language: str | None = None
     segments: list[Segment] = field(default_factory=list)
@@ -59,6 +79,11 @@ class Job:
     def remaining_s(self) -> float:
         done = self.segments[-1].end if self.segments else 0.0
         return max(0.0, self.duration_s - done)
+
+    @property
+    def deadline(self) -> float:
+        """When this job should have its next step at the latest, on the monotonic clock."""
+        return self.submitted_at + WAIT_PER_AUDIO_SECOND * self.remaining_s
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -131,8 +156,14 @@ class ModelQueue:
         return self._running
 
     # -- admission ---------------------------------------------------------------------------------------
-    def submit(self, samples: np.ndarray, options: TranscribeOptions, duration_s: float) -> Job:
-        job = Job(samples, options, duration_s, asyncio.get_running_loop())
+    def submit(
+        self,
+        samples: np.ndarray,
+        options: TranscribeOptions,
+        duration_s: float,
+        priority: Priority = Priority.FILE,
+    ) -> Job:
+        job = Job(samples, options, duration_s, asyncio.get_running_loop(), priority)
         with self._cond:
             if self._stopping:
                 raise QueueFull(self.name, 5)
@@ -166,7 +197,7 @@ class ModelQueue:
                     self._cond.wait()
                 if not self._ready:
                     return
-                job = min(self._ready, key=lambda j: (j.remaining_s, j.submitted_at))
+                job = min(self._ready, key=lambda j: (j.priority, j.deadline, j.submitted_at))
                 self._ready.remove(job)
                 self._running += 1
             try:

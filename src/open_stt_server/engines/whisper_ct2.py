@@ -5,22 +5,80 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.audio import pad_or_trim
 from faster_whisper.transcribe import Segment as FwSegment
 
 from open_stt_server.audio import SAMPLE_RATE
 from open_stt_server.catalog import ModelSpec
 from open_stt_server.chunking import speech_pieces, speech_regions
 from open_stt_server.engines import Decoding
+from open_stt_server.sentences import split_segments
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import Segment, TranscribeOptions, Word
 
 log = logging.getLogger(__name__)
 
 WINDOW_S = 30.0  # Whisper's receptive field
+FIRST_BATCH_CLIPS = 1  # the batched path decodes this many clips first, so streamed text starts early
+ENCODINGS_KEPT = 8  # encoder outputs of language detection waiting for their window's decode
+
+
+class OneEncodeWhisperModel(WhisperModel):
+    """faster-whisper's model, with language detection sharing the first window's encoder pass.
+
+    `transcribe` without a language encodes the first 30 s window in `detect_language`, then encodes it again
+    when it decodes that window (≈ 0.37 s of a 2–4 s clip for whisper-base on 2 cores). Here language detection
+    encodes exactly the window the decoder will take (the same frames, padded the same way) and keeps the
+    encoder output until the decoder asks for that window. The detected language is Whisper's own: the top
+    language token after the same encoder output.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.encoder_runs = 0  # observed by tests: one run per decoded window
+        self._kept: list[tuple[np.ndarray, ctranslate2.StorageView]] = []
+        self._kept_lock = threading.Lock()
+
+    def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        with self._kept_lock:
+            for index, (kept_features, output) in enumerate(self._kept):
+                if kept_features.shape == features.shape and np.array_equal(kept_features, features):
+                    del self._kept[index]
+                    return output
+        self.encoder_runs += 1
+        return super().encode(features)
+
+    def detect_language(
+        self,
+        audio: np.ndarray | None = None,
+        features: np.ndarray | None = None,
+        vad_filter: bool = False,
+        vad_parameters: dict | None = None,
+        language_detection_segments: int = 1,
+        language_detection_threshold: float = 0.5,
+    ) -> tuple[str, float, list[tuple[str, float]]]:
+        if features is None or language_detection_segments != 1:
+            return super().detect_language(
+                audio, features, vad_filter, vad_parameters, language_detection_segments,
+                language_detection_threshold,
+            )  # fmt: skip
+        # `transcribe` passes every frame; its decoder drops the last one (`content_frames`) before padding.
+        frames = min(self.feature_extractor.nb_max_frames, features.shape[-1] - 1)
+        window = pad_or_trim(features[..., :frames])
+        output = self.encode(window)
+        results = self.model.detect_language(output)[0]
+        with self._kept_lock:
+            self._kept.append((window, output))
+            del self._kept[:-ENCODINGS_KEPT]
+        probabilities = [(token[2:-2], probability) for token, probability in results]
+        language, probability = probabilities[0]
+        return language, probability, probabilities
 
 
 def cuda_available() -> bool:
@@ -41,7 +99,7 @@ class WhisperEngine:
         self.spec = spec
         self.device = "cuda" if not settings.force_cpu and cuda_available() else "cpu"
         compute_type = settings.compute_type or ("float16" if self.device == "cuda" else "int8")
-        self.model = WhisperModel(
+        self.model = OneEncodeWhisperModel(
             str(weights),
             device=self.device,
             compute_type=compute_type,
@@ -99,21 +157,26 @@ class WhisperEngine:
         regions = speech_regions(samples, options, max_s=float("inf"))
         if not regions:
             return Decoding(self._detect_language(samples, options), iter(()))
-        first = regions[0]
-        language = self._detect_language(samples[first["start"] : first["start"] + 30 * SAMPLE_RATE], options)
+        clips = [samples[region["start"] : region["end"]] for region in regions]
+        # The first region's decode detects the language (from the encoder pass it decodes with); the rest
+        # take that language.
+        first, info = self.model.transcribe(clips[0], **self._decode_kwargs(options))
 
         def segments() -> Iterator[Segment]:
             next_id = 0
-            for region in regions:
-                clip = samples[region["start"] : region["end"]]
-                decoded, _ = self.model.transcribe(clip, **self._decode_kwargs(options, language))
+            for index, (region, clip) in enumerate(zip(regions, clips, strict=True)):
+                decoded = (
+                    first
+                    if index == 0
+                    else self.model.transcribe(clip, **self._decode_kwargs(options, info.language))[0]
+                )
                 for seg in _convert(
                     decoded, region["start"] / SAMPLE_RATE, region["end"] / SAMPLE_RATE, next_id
                 ):
                     next_id = seg.id + 1
                     yield seg
 
-        return Decoding(language, segments())
+        return Decoding(info.language, segments())
 
     def _start_batched(self, samples: np.ndarray, options: TranscribeOptions) -> Decoding:
         """Long audio: batches of ≤ 30 s speech clips decoded together, clips kept contiguous in time.
@@ -132,13 +195,30 @@ class WhisperEngine:
         )
         kwargs = self._decode_kwargs(options, language)
         del kwargs["vad_filter"]
-        # Each clip is decoded without timestamp tokens and becomes one segment spanning the clip: measured on a
-        # 10-minute file, timestamp tokens cost speed and doubled WER in batched decoding (benchmarks/README.md).
-        # Word timestamps, when asked for (and for subtitles), still place every word.
-        segments, _ = self.batched.transcribe(
-            samples, clip_timestamps=clips, batch_size=self.batch_size, without_timestamps=True, **kwargs
-        )
-        return Decoding(language, _convert(segments, 0.0, len(samples) / SAMPLE_RATE))
+        # Each clip is decoded without timestamp tokens: measured on a 10-minute file, timestamp tokens cost speed
+        # and doubled WER in batched decoding (benchmarks/README.md). Word times (one alignment pass per batch)
+        # then cut each clip's text into sentence-sized segments with true times.
+        kwargs["word_timestamps"] = True
+        duration = len(samples) / SAMPLE_RATE
+        encode = self.model.hf_tokenizer.encode
+
+        def batches() -> Iterator[FwSegment]:
+            # A small first batch, so that the first text is out while the rest decode in full batches.
+            for part in (clips[:FIRST_BATCH_CLIPS], clips[FIRST_BATCH_CLIPS:]):
+                if part:
+                    decoded, _ = self.batched.transcribe(
+                        samples, clip_timestamps=part, batch_size=self.batch_size, without_timestamps=True,
+                        **kwargs,
+                    )  # fmt: skip
+                    yield from decoded
+
+        def segments() -> Iterator[Segment]:
+            for segment in split_segments(
+                _convert(batches(), 0.0, duration), lambda text: encode(text, add_special_tokens=False).ids
+            ):
+                yield segment if options.word_timestamps else replace(segment, words=None)
+
+        return Decoding(language, segments())
 
 
 def _convert(

@@ -1,0 +1,79 @@
+"""The Whisper engine in-process: one encoder pass per window, and the transcripts of faster-whisper's usual call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from faster_whisper import WhisperModel
+
+from open_stt_server import hub
+from open_stt_server.audio import decode_audio
+from open_stt_server.transcript import TranscribeOptions
+from tests.conftest import sample, whisper_engine
+
+CLIPS = [("en", "quick_brown_fox"), ("en", "hello_world"), ("fr", "bonjour_monde"), ("es", "hola_mundo")]
+
+
+class CountingWhisperModel(WhisperModel):
+    """faster-whisper as users call it, counting its encoder passes."""
+
+    encoder_runs = 0
+
+    def encode(self, features: np.ndarray):
+        self.encoder_runs += 1
+        return super().encode(features)
+
+
+@pytest.fixture(scope="module")
+def engine(hf_home: Path):
+    return whisper_engine(hf_home, "whisper-base", workers=1)
+
+
+@pytest.fixture(scope="module")
+def usual(engine) -> CountingWhisperModel:
+    weights = hub.resolve_weights(engine.spec, download=False)
+    return CountingWhisperModel(str(weights), device="cpu", compute_type="int8", cpu_threads=2)
+
+
+def audio(path: Path) -> np.ndarray:
+    return decode_audio(path.read_bytes(), 3600).samples
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=["/".join(c) for c in CLIPS])
+def test_language_detection_shares_the_first_encoder_pass(engine, usual, clip) -> None:
+    samples = audio(sample(*clip))
+    before = engine.model.encoder_runs
+    decoding = engine.start(samples, TranscribeOptions())
+    text = "".join(s.text for s in decoding.segments)
+    assert engine.model.encoder_runs - before == 1  # a short clip is one window
+
+    usual.encoder_runs = 0
+    segments, info = usual.transcribe(samples)  # no language: faster-whisper's own detection
+    assert "".join(s.text for s in segments) == text
+    assert info.language == decoding.language == clip[0]
+    assert usual.encoder_runs == 2  # detect_language, then the same window again
+
+
+def test_multi_window_file_encodes_each_window_once(engine, usual, long_speech) -> None:
+    samples = audio(long_speech)
+    options = TranscribeOptions(batched=False)
+    before = engine.model.encoder_runs
+    text = "".join(s.text for s in engine.start(samples, options).segments)
+    ours = engine.model.encoder_runs - before
+
+    usual.encoder_runs = 0
+    segments, _ = usual.transcribe(samples)
+    assert "".join(s.text for s in segments) == text
+    assert ours == usual.encoder_runs - 1 and ours >= 3
+
+
+def test_vad_path_detects_the_language_in_its_first_decode(engine) -> None:
+    samples = audio(sample("fr", "bonjour_monde"))
+    padded = np.concatenate([np.zeros(16000 * 3, np.float32), samples, np.zeros(16000 * 3, np.float32)])
+    before = engine.model.encoder_runs
+    decoding = engine.start(padded, TranscribeOptions(vad_filter=True))
+    segments = list(decoding.segments)
+    assert decoding.language == "fr" and segments and segments[0].start >= 2.0
+    assert engine.model.encoder_runs - before == 1
