@@ -60,6 +60,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 LANGS: list[str] = []
+INPROCESS_TEXTS: dict[Path, set[str]] = {}  # what in-process passes said for each clip (fallback may vary)
 
 
 def short_clips() -> list[Path]:
@@ -103,17 +104,21 @@ def inprocess_short(model: str, clips: list[Path], threads: int, repeats: int = 
     audio = [decode_audio(str(c)) for c in clips]
     list(m.transcribe(audio[0], beam_size=5)[0])  # warm-up
     best: tuple[float, list[float]] | None = None
+    texts: list[list[str]] = []
     for _ in range(repeats):
-        latencies = []
+        latencies, pass_texts = [], []
         started = time.perf_counter()
         for a in audio:
             t = time.perf_counter()
-            list(m.transcribe(a, beam_size=5)[0])
+            pass_texts.append("".join(s.text for s in m.transcribe(a, beam_size=5)[0]).strip())
             latencies.append(time.perf_counter() - t)
         wall = time.perf_counter() - started
+        texts.append(pass_texts)
         if best is None or wall < best[0]:
             best = (wall, latencies)
     wall, latencies = best
+    INPROCESS_TEXTS.clear()
+    INPROCESS_TEXTS.update({c: {p[i] for p in texts} for i, c in enumerate(clips)})
     seconds = sum(len(a) / 16000 for a in audio)
     return {"requests": len(audio), "audio_s": round(seconds, 2), "wall_s": round(wall, 2),
             "throughput_x_realtime": round(seconds / wall, 3), "p50_s": round(percentile(latencies, 50), 3),
@@ -148,17 +153,73 @@ def post(url: str, path: Path, **data) -> tuple[int, float, str]:
 
 def load(url: str, clips: list[Path], concurrency: int, rounds: int) -> dict:
     jobs = clips * rounds
-    latencies, errors = [], 0
+    latencies, errors, same = [], 0, 0
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        for status, latency, _ in pool.map(lambda p: post(url, p), jobs):
+        for path, (status, latency, text) in zip(jobs, pool.map(lambda p: post(url, p), jobs), strict=True):
             latencies.append(latency)
             errors += status != 200
+            same += text.strip() in INPROCESS_TEXTS.get(path, ())
     wall = time.perf_counter() - started
     seconds = sum(wav_seconds(p) for p in jobs)
-    return {"concurrency": concurrency, "requests": len(jobs), "errors": errors, "wall_s": round(wall, 2),
-            "throughput_x_realtime": round(seconds / wall, 3), "p50_s": round(percentile(latencies, 50), 3),
-            "p95_s": round(percentile(latencies, 95), 3)}  # fmt: skip
+    out = {"concurrency": concurrency, "requests": len(jobs), "errors": errors, "wall_s": round(wall, 2),
+           "throughput_x_realtime": round(seconds / wall, 3), "p50_s": round(percentile(latencies, 50), 3),
+           "p95_s": round(percentile(latencies, 95), 3)}  # fmt: skip
+    if INPROCESS_TEXTS:
+        out["same_transcript_as_inprocess"] = f"{same}/{len(jobs)}"
+    return out
+
+
+def closed_loop(url: str, clips: list[Path], clients: int, rounds: int) -> dict:
+    """`clients` clients, each sending the clips back to back (its own order), `rounds` times over."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        nonlocal errors
+        order = clips[index:] + clips[:index]
+        for _ in range(rounds):
+            for path in order:
+                status, latency, _ = post(url, path)
+                with lock:
+                    latencies.append(latency)
+                    errors += status != 200
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    wall = time.perf_counter() - started
+    seconds = sum(wav_seconds(p) for p in clips) * rounds * clients
+    p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+    return {"clients": clients, "requests": len(latencies), "errors": errors, "wall_s": round(wall, 2),
+            "throughput_x_realtime": round(seconds / wall, 3), "p50_s": round(p50, 3), "p95_s": round(p95, 3),
+            "max_s": round(max(latencies), 3), "p95_over_p50": round(p95 / p50, 3)}  # fmt: skip
+
+
+def stream_timing(url: str, path: Path, **data) -> dict:
+    """Time to the first transcript.text.delta and to the end of an SSE transcription."""
+    started = time.perf_counter()
+    first = None
+    deltas = 0
+    with open(path, "rb") as fh, httpx.stream("POST", url + "/v1/audio/transcriptions", files={"file": fh},
+                                              data={"stream": "true", **data}, timeout=1800) as r:  # fmt: skip
+        for line in r.iter_lines():
+            if line.startswith("data:") and '"transcript.text.delta"' in line:
+                deltas += 1
+                first = first if first is not None else time.perf_counter() - started
+    total = time.perf_counter() - started
+    return {"first_delta_s": round(first or total, 2), "total_s": round(total, 2), "deltas": deltas,
+            "first_delta_share": round((first or total) / total, 3)}  # fmt: skip
+
+
+def segment_shape(url: str, path: Path, **data) -> dict:
+    with open(path, "rb") as fh:
+        r = httpx.post(url + "/v1/audio/transcriptions", files={"file": fh}, timeout=1800,
+                       data={"response_format": "verbose_json", **data})  # fmt: skip
+    lengths = [s["end"] - s["start"] for s in r.json()["segments"]]
+    return {"segments": len(lengths), "longest_s": round(max(lengths), 2),
+            "median_s": round(percentile(lengths, 50), 2)}  # fmt: skip
 
 
 def rss_mb(pid: int) -> float:
@@ -253,9 +314,32 @@ class Bench:
                               "ratio_vs_inprocess_sequential": round(baseline["wall_s"] / took, 3),
                               "wer": round(wer(reference, text), 4)}  # fmt: skip
                 runs[name]["wer_minus_sequential"] = round(runs[name]["wer"] - baseline["wer"], 4)
+                runs[name]["verbose_json_segments"] = segment_shape(srv.url, path, batched=batched)
+            runs["server_batched"]["stream"] = stream_timing(srv.url, path, batched="true")
         finally:
             srv.stop()
         self.result["long_file"] = {"inprocess_sequential": baseline, **runs}
+
+    def closedloop(self) -> None:
+        """Four clients, 20 clips of 1–8 s (espeak-ng, English), each client back to back: tail latency."""
+        rng = random.Random(11)
+        clips = []
+        for index in range(20):
+            words = " ".join(rng.sample(SENTENCES, 3)).split()
+            path = self.tmp / f"loop{index}.wav"
+            count = 3 + round(index * 17 / 19)  # 3–20 words: about 1–8 s at 150 words a minute
+            subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), " ".join(words[:count])],
+                           check=True)  # fmt: skip
+            clips.append(path)
+        rng.shuffle(clips)
+        srv = self.server()
+        try:
+            post(srv.url, clips[0])
+            run = closed_loop(srv.url, clips, clients=4, rounds=self.args.loop_rounds)
+        finally:
+            srv.stop()
+        run["clip_seconds"] = [round(min(map(wav_seconds, clips)), 2), round(max(map(wav_seconds, clips)), 2)]
+        self.result["closedloop"] = run
 
     def fairness(self) -> None:
         path, _ = self.long_file()
@@ -404,12 +488,15 @@ def inprocess_voxtral(weights: Path, clips: list[Path], temperature: float) -> d
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="*", default=["startup", "short", "long", "fairness"],
-                   choices=["startup", "short", "long", "fairness", "soak", "voxtral"])  # fmt: skip
+                   choices=["startup", "short", "long", "fairness", "closedloop", "soak", "voxtral"])  # fmt: skip
     p.add_argument("--model", default="whisper-base")
     p.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
     p.add_argument("--langs", nargs="*", default=[], help="limit short clips to these languages")
     p.add_argument("--long-seconds", type=float, default=600)
     p.add_argument("--soak-seconds", type=float, default=600)
+    p.add_argument(
+        "--loop-rounds", type=int, default=2, help="closedloop: passes of each client over the clips"
+    )
     p.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="passed to open-stt-server")
     args = p.parse_args()
     if shutil.which("espeak-ng") is None and {"long", "fairness"} & set(args.only):
