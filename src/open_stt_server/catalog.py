@@ -10,6 +10,8 @@ EngineKind = Literal["whisper", "voxtral"]
 
 # The name OpenAI clients hard-code; it is served by whichever loaded model `ModelSet.resolve` picks.
 OPENAI_WHISPER_ALIAS = "whisper-1"
+# OpenAI's diarizing model; served by the model `--diarize-model` names (the default model unless set).
+OPENAI_DIARIZE_ALIAS = "gpt-4o-transcribe-diarize"
 
 
 @dataclass(frozen=True)

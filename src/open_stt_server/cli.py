@@ -155,6 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
         **boolean,
         help="serve the browser playground at / [OPEN_STT_PLAYGROUND] (default true)",
     )
+    p.add_argument(
+        "--diarizer",
+        choices=["auto", "ge2e", "off"],
+        help="speaker labels for response_format=diarized_json: auto uses the GE2E voice encoder when its "
+        "weights are installed, ge2e requires them [OPEN_STT_DIARIZER] (default auto)",
+    )
+    p.add_argument(
+        "--diarizer-weights",
+        metavar="FILE",
+        help="a GE2E voice-encoder checkpoint instead of the one in Resemblyzer's wheel "
+        "[OPEN_STT_DIARIZER_WEIGHTS]",
+    )
+    p.add_argument(
+        "--diarize-model",
+        metavar="NAME",
+        help="loaded model that serves requests for gpt-4o-transcribe-diarize [OPEN_STT_DIARIZE_MODEL] "
+        "(default: the default model)",
+    )
     return p
 
 
@@ -204,12 +222,16 @@ def settings_from(argv: Sequence[str] | None = None) -> Settings:
         "cors_origins",
     )
     pick(args.playground, ("OPEN_STT_PLAYGROUND",), parse_bool, "playground")
+    pick(args.diarizer, ("OPEN_STT_DIARIZER",), str, "diarizer")
+    pick(args.diarizer_weights, ("OPEN_STT_DIARIZER_WEIGHTS",), str, "diarizer_weights")
+    pick(args.diarize_model, ("OPEN_STT_DIARIZE_MODEL",), str, "diarize_model")
     if isinstance(values.get("cors_origins"), str):
         values["cors_origins"] = tuple(o.strip() for o in str(values["cors_origins"]).split(",") if o.strip())
     if values.get("api_key") == "":
         values["api_key"] = None
-    if values.get("compute_type") == "":
-        values["compute_type"] = None
+    for optional in ("compute_type", "diarizer_weights", "diarize_model"):
+        if values.get(optional) == "":
+            values[optional] = None
     settings = Settings(**values)  # type: ignore[arg-type]
     _validate(settings)
     return settings
@@ -226,6 +248,10 @@ def _validate(s: Settings) -> None:
     ):
         if value <= 0:
             raise ConfigError(f"{name} must be positive, got {value}")
+    from open_stt_server.diarization import DIARIZERS
+
+    if s.diarizer not in DIARIZERS:
+        raise ConfigError(f"--diarizer must be one of {', '.join(DIARIZERS)}, got '{s.diarizer}'")
     if s.cpu_threads < 0 or s.request_timeout_s < 0:
         raise ConfigError("--cpu-threads and --request-timeout must not be negative")
 

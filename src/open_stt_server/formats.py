@@ -8,14 +8,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from open_stt_server.diarization.speakers import DiarizedSegment
 from open_stt_server.languages import language_name
-from open_stt_server.transcript import Segment, Transcript, Word
+from open_stt_server.transcript import Segment, Transcript, Word, text_pieces
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
-RESPONSE_FORMATS: tuple[str, ...] = ("json", "text", "srt", "vtt", "verbose_json")
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
+RESPONSE_FORMATS: tuple[str, ...] = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
 CONTENT_TYPES = {
     "json": "application/json",
     "verbose_json": "application/json",
+    "diarized_json": "application/json",
     "text": "text/plain; charset=utf-8",
     "srt": "text/plain; charset=utf-8",
     "vtt": "text/vtt; charset=utf-8",
@@ -36,9 +38,12 @@ def render(
     words: bool = False,
     logprobs: bool = False,
     usage: bool = True,
+    diarized: list[DiarizedSegment] | None = None,
 ) -> tuple[bytes, str]:
-    """The body and content type for a finished transcript."""
-    if response_format == "text":
+    """The body and content type for a finished transcript (`diarized`: its segments with speakers)."""
+    if response_format == "diarized_json":
+        body = json.dumps(diarized_json(transcript, diarized or []), ensure_ascii=False)
+    elif response_format == "text":
         body = transcript.text + "\n" if transcript.text else ""
     elif response_format == "srt":
         body = to_srt(subtitle_cues(transcript))
@@ -88,6 +93,32 @@ def segment_json(s: Segment) -> dict:
         "compression_ratio": s.compression_ratio,
         "no_speech_prob": s.no_speech_prob,
     }
+
+
+def diarized_json(transcript: Transcript, segments: list[DiarizedSegment]) -> dict:
+    """OpenAI's `TranscriptionDiarized`."""
+    return {
+        "task": "transcribe",
+        "duration": round(transcript.duration, 3),
+        "text": diarized_text(segments),
+        "segments": [diarized_segment_json(s) for s in segments],
+        "usage": duration_usage(transcript.duration),
+    }
+
+
+def diarized_segment_json(s: DiarizedSegment) -> dict:
+    return {
+        "type": "transcript.text.segment",
+        "id": s.id,
+        "start": s.start,
+        "end": s.end,
+        "text": s.text.strip(),
+        "speaker": s.speaker,
+    }
+
+
+def diarized_text(segments: Iterable[DiarizedSegment]) -> str:
+    return "".join(text_pieces(s.text for s in segments))
 
 
 def word_logprobs(words: Iterable[Word]) -> list[dict]:
@@ -216,19 +247,21 @@ def sse(event: dict, name: str | None = None) -> bytes:
     return f"{head}data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
-def delta_event(delta: str, logprobs: list[dict] | None = None) -> bytes:
+def delta_event(delta: str, logprobs: list[dict] | None = None, segment_id: str | None = None) -> bytes:
     event: dict = {"type": "transcript.text.delta", "delta": delta}
     if logprobs is not None:
         event["logprobs"] = logprobs
+    if segment_id is not None:
+        event["segment_id"] = segment_id
     return sse(event)
 
 
-def done_event(transcript: Transcript, logprobs: bool = False) -> bytes:
+def done_event(transcript: Transcript, logprobs: bool = False, text: str | None = None) -> bytes:
     output_tokens = sum(len(s.tokens) for s in transcript.segments)
     input_tokens = math.ceil(transcript.duration * AUDIO_TOKENS_PER_S)
     event: dict = {
         "type": "transcript.text.done",
-        "text": transcript.text,
+        "text": transcript.text if text is None else text,
         "usage": {
             "type": "tokens",
             "input_tokens": input_tokens,

@@ -261,9 +261,11 @@ class ServedModels:
         default: str,
         loaded_at: int,
         load_seconds: dict[str, float] | None = None,
+        aliases: dict[str, str] | None = None,
     ) -> None:
         self.queues = queues
         self.default = default
+        self.aliases = aliases or {}  # OpenAI model names → the loaded model that serves them
         self.loaded_at = loaded_at
         self.load_seconds = load_seconds or {}
 
@@ -279,6 +281,8 @@ class ServedModels:
         name = requested.strip()
         if name == OPENAI_WHISPER_ALIAS:
             return self.queues.get("whisper-tiny") or self.queues[self.default]
+        if name in self.aliases:
+            return self.queues[self.aliases[name]]
         if name in self.queues:
             return self.queues[name]
         canonical = ALIASES.get(name.lower())

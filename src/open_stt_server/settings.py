@@ -33,6 +33,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     playground: bool = True
     shutdown_grace_s: float = 30.0
+    diarizer: str = "auto"  # auto (when installed) | ge2e | off
+    diarizer_weights: str | None = None  # a GE2E pretrained.pt; None = the one in the Resemblyzer wheel
+    diarize_model: str | None = None  # the model behind gpt-4o-transcribe-diarize; None = the default model
 
     @property
     def max_upload_bytes(self) -> int:

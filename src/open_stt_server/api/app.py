@@ -15,6 +15,9 @@ from open_stt_server import __version__, catalog, hub
 from open_stt_server.api import audio_routes, model_routes, ops_routes
 from open_stt_server.api.errors import install_error_handlers
 from open_stt_server.api.middleware import RequestLog, UploadLimit
+from open_stt_server.diarization import DiarizerUnavailable, load_diarizer
+from open_stt_server.diarization.checkpoint import CheckpointError
+from open_stt_server.diarization.service import DiarizationService
 from open_stt_server.engines import EngineUnavailable, load_engine, require_engine
 from open_stt_server.metrics import Metrics
 from open_stt_server.scheduler import ModelQueue, ServedModels
@@ -33,9 +36,8 @@ def load_models(settings: Settings) -> ServedModels:
     except catalog.UnknownModel as exc:
         raise StartupError(str(exc)) from None
     names = [s.name for s in specs]
-    default = names[0]
-    if settings.default_model:
-        wanted = settings.default_model
+
+    def loaded(flag: str, wanted: str) -> str:
         match = next(
             (
                 s.name
@@ -46,10 +48,13 @@ def load_models(settings: Settings) -> ServedModels:
         )
         if match is None:
             raise StartupError(
-                f"--default-model '{wanted}' is not one of the loaded models ({', '.join(names)}); "
+                f"{flag} '{wanted}' is not one of the loaded models ({', '.join(names)}); "
                 "add it with --model or pick one of those."
             )
-        default = match
+        return match
+
+    default = loaded("--default-model", settings.default_model) if settings.default_model else names[0]
+    diarize_model = loaded("--diarize-model", settings.diarize_model) if settings.diarize_model else default
     queues: dict[str, ModelQueue] = {}
     load_seconds: dict[str, float] = {}
     try:
@@ -77,14 +82,36 @@ def load_models(settings: Settings) -> ServedModels:
         for queue in queues.values():
             queue.stop()
         raise
-    return ServedModels(queues, default, int(time.time()), load_seconds)
+    aliases = {catalog.OPENAI_DIARIZE_ALIAS: diarize_model}
+    return ServedModels(queues, default, int(time.time()), load_seconds, aliases)
 
 
-def create_app(settings: Settings, models: ServedModels | None = None) -> FastAPI:
+def load_speaker_labels(settings: Settings) -> DiarizationService | None:
+    """The diarizer the settings choose, or None (with the reason logged) when auto finds none installed."""
+    try:
+        diarizer = load_diarizer(settings.diarizer, settings.diarizer_weights)
+    except (DiarizerUnavailable, CheckpointError, OSError) as exc:
+        raise StartupError(f"--diarizer {settings.diarizer}: {exc}") from None
+    if diarizer is None:
+        if settings.diarizer == "auto":
+            log.info("speaker labels (diarized_json) are off: the GE2E weights are not installed")
+        return None
+    log.info("speaker labels (diarized_json) by the %s diarizer", diarizer.name)
+    return DiarizationService(diarizer)
+
+
+def create_app(
+    settings: Settings,
+    models: ServedModels | None = None,
+    speaker_labels: DiarizationService | bool | None = True,
+) -> FastAPI:
+    """`speaker_labels`: the diarization service, None for none, True to load what the settings choose."""
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        diarization = load_speaker_labels(settings) if speaker_labels is True else speaker_labels
+        app.state.diarization = diarization
         served = models or load_models(settings)
         app.state.models = served
         for name, seconds in served.load_seconds.items():
@@ -96,6 +123,8 @@ def create_app(settings: Settings, models: ServedModels | None = None) -> FastAP
             yield
         finally:
             served.stop()
+            if diarization is not None:
+                diarization.close()
 
     app = FastAPI(
         title="open-stt-server",
@@ -130,8 +159,9 @@ def serve(settings: Settings) -> None:
     """Load the models (failing fast with a clear message), then run uvicorn until SIGINT/SIGTERM."""
     import uvicorn
 
+    diarization = load_speaker_labels(settings)
     served = load_models(settings)
-    app = create_app(settings, served)
+    app = create_app(settings, served, diarization)
     log.info(
         "open-stt-server %s listening on http://%s:%d (models: %s; default %s)",
         __version__,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -19,6 +22,14 @@ from open_stt_server import formats
 from open_stt_server.api.auth import require_api_key
 from open_stt_server.api.errors import APIError, bad_request, envelope
 from open_stt_server.audio import AudioError, AudioTooLong, decode_audio
+from open_stt_server.diarization import (
+    INSTALL_HINT,
+    DiarizationRequest,
+    KnownSpeaker,
+    SpeakerCount,
+)
+from open_stt_server.diarization.service import DiarizationJob
+from open_stt_server.diarization.speakers import SegmentLabeller
 from open_stt_server.languages import language_code
 from open_stt_server.metrics import Metrics
 from open_stt_server.scheduler import EngineFailure, Job, JobCancelled, ModelQueue, QueueFull, ServedModels
@@ -28,6 +39,11 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/audio", tags=["audio"], dependencies=[Depends(require_api_key)])
 
 TRUE_WORDS = {"true", "1", "yes", "on"}
+MAX_SPEAKERS = 32
+MAX_KNOWN_SPEAKERS = 4  # as OpenAI
+MAX_SPEAKER_NAME = 64
+REFERENCE_SECONDS = (2.0, 10.0)  # OpenAI's bounds for a known speaker's sample
+REFERENCE_SLACK_S = 0.05  # codec padding
 FALSE_WORDS = {"false", "0", "no", "off", ""}
 GRANULARITIES = {"segment", "word"}
 DISCONNECT_POLL_S = 0.5
@@ -46,13 +62,36 @@ class AudioRequest:
     words: bool
     stream: bool
     logprobs: bool
+    speakers: SpeakerAsk | None = None  # set for response_format=diarized_json
+
+
+@dataclass(frozen=True)
+class SpeakerAsk:
+    """What a diarized_json request asks of the diarizer, its references still encoded."""
+
+    count: SpeakerCount
+    names: tuple[str, ...]
+    references: tuple[bytes, ...]
+
+
+@dataclass
+class Admitted:
+    job: Job
+    diarization: DiarizationJob | None = None
+    known_names: tuple[str, ...] = ()
+
+    def cancel(self) -> None:
+        self.job.cancel()
+        if self.diarization is not None:
+            self.diarization.cancel()
 
 
 # -- form parsing --------------------------------------------------------------------------------------------
 
 
-def _fields(form: FormData, name: str) -> list[str]:
-    """Values sent as `name`, `name[]` or `name[0]`... (the SDK sends arrays in the bracketed form)."""
+def _fields(form: FormData, name: str, split: bool = True) -> list[str]:
+    """Values sent as `name`, `name[]` or `name[0]`... (the SDK sends arrays in the bracketed form); with
+    `split`, a value may also hold several separated by commas."""
     values: list[str] = []
     for key, value in form.multi_items():
         if (
@@ -62,7 +101,8 @@ def _fields(form: FormData, name: str) -> list[str]:
         ):
             if not isinstance(value, str):
                 raise bad_request(f"'{name}' must be a text field, not a file.", name)
-            values.extend(v.strip() for v in value.split(",") if v.strip())
+            parts = value.split(",") if split else [value]
+            values.extend(v.strip() for v in parts if v.strip())
     return values
 
 
@@ -154,7 +194,10 @@ async def parse_request(request: Request, task: Task) -> AudioRequest:
             415, "Send the audio as multipart/form-data with a 'file' field.", code="unsupported_media_type"
         )
     try:
-        form = await request.form(max_files=4, max_fields=64)
+        # Parts may be as large as the upload limit: known-speaker references are data URLs in text fields.
+        form = await request.form(
+            max_files=4, max_fields=64, max_part_size=request.app.state.settings.max_upload_bytes
+        )
     except (MultiPartException, ValueError, KeyError, AssertionError) as exc:
         raise bad_request(
             f"The multipart body could not be parsed: {exc}", None, "invalid_multipart"
@@ -269,11 +312,13 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
         raise bad_request("include[]=logprobs requires response_format=json.", "include")
 
     stream = bool(_bool(form, "stream"))
-    if stream and response_format not in ("json", "text", "verbose_json"):
+    if stream and response_format not in ("json", "text", "verbose_json", "diarized_json"):
         raise bad_request(
-            "stream=true sends transcript events; use response_format json, text or verbose_json with it.",
+            "stream=true sends transcript events; use response_format json, text, verbose_json or "
+            "diarized_json with it.",
             "stream",
         )
+    speakers = _speaker_ask(request, form, task, response_format)
 
     vad_filter = _bool(form, "vad_filter")
     chunking = _chunking(form, settings.vad_filter)
@@ -290,7 +335,7 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
         prompt=prompt,
         temperature=temperature,
         # Word times also let subtitles and logprobs be cut per word.
-        word_timestamps=words or logprobs or response_format in ("srt", "vtt"),
+        word_timestamps=words or logprobs or response_format in ("srt", "vtt", "diarized_json"),
         vad_filter=vad_filter,
         vad_threshold=vad_options.get("threshold", 0.5),
         vad_min_silence_ms=int(vad_options.get("silence_duration_ms", 2000)),
@@ -306,14 +351,108 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
             code="upload_too_large",
         )
     return AudioRequest(
-        data, upload.filename or "", queue, queue.name, response_format, options, words, stream, logprobs
+        data,
+        upload.filename or "",
+        queue,
+        queue.name,
+        response_format,
+        options,
+        words,
+        stream,
+        logprobs,
+        speakers,
     )
+
+
+def _count(form: FormData, name: str) -> int | None:
+    value = _text(form, name)
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= MAX_SPEAKERS:
+        raise bad_request(f"'{name}' must be a whole number from 1 to {MAX_SPEAKERS}, got '{value}'.", name)
+    return int(value)
+
+
+def _speaker_ask(request: Request, form: FormData, task: Task, response_format: str) -> SpeakerAsk | None:
+    names = _fields(form, "known_speaker_names", split=False)
+    references = _fields(form, "known_speaker_references", split=False)
+    exact, low, high = (_count(form, n) for n in ("num_speakers", "min_speakers", "max_speakers"))
+    if response_format != "diarized_json":
+        for field, given in (
+            ("known_speaker_names", names),
+            ("known_speaker_references", references),
+            ("num_speakers", exact),
+            ("min_speakers", low),
+            ("max_speakers", high),
+        ):
+            if given:
+                raise bad_request(f"'{field}' requires response_format=diarized_json.", field)
+        return None
+    if task != "transcribe":
+        raise bad_request(
+            "response_format=diarized_json is for transcriptions; translations have no speaker labels.",
+            "response_format",
+        )
+    if request.app.state.diarization is None:
+        raise bad_request(
+            "Speaker labels (diarized_json) are not available on this server: "
+            + _diarization_missing(request.app.state.settings),
+            "response_format",
+            "diarization_unavailable",
+        )
+    if low is not None and high is not None and low > high:
+        raise bad_request(f"'min_speakers' ({low}) is larger than 'max_speakers' ({high}).", "min_speakers")
+    if exact is not None and ((low is not None and exact < low) or (high is not None and exact > high)):
+        raise bad_request("'num_speakers' lies outside min_speakers..max_speakers.", "num_speakers")
+    if len(references) > MAX_KNOWN_SPEAKERS:
+        raise bad_request(
+            f"At most {MAX_KNOWN_SPEAKERS} known speakers are supported, got {len(references)}.",
+            "known_speaker_references",
+        )
+    if len(names) != len(references):
+        raise bad_request(
+            f"known_speaker_names has {len(names)} entries but known_speaker_references has "
+            f"{len(references)}; give one name per reference.",
+            "known_speaker_names",
+        )
+    if len(set(names)) != len(names):
+        raise bad_request("known_speaker_names must be different from each other.", "known_speaker_names")
+    for name in names:
+        if len(name) > MAX_SPEAKER_NAME:
+            raise bad_request(
+                f"A known speaker name is longer than {MAX_SPEAKER_NAME} characters.", "known_speaker_names"
+            )
+    decoded = tuple(_data_url(i, value) for i, value in enumerate(references))
+    return SpeakerAsk(SpeakerCount(exact, low or 1, high), tuple(names), decoded)
+
+
+def _diarization_missing(settings) -> str:
+    if settings.diarizer == "off":
+        return "it was turned off (--diarizer off)."
+    return f"the diarizer's packages are not installed. Install them with: {INSTALL_HINT}"
+
+
+def _data_url(index: int, value: str) -> bytes:
+    """The bytes of a data URL (`data:audio/wav;base64,...`; plain percent-encoded data too)."""
+    field = "known_speaker_references"
+    head, comma, payload = value.partition(",")
+    if not head.lower().startswith("data:") or not comma:
+        raise bad_request(
+            f"known_speaker_references[{index}] must be a data URL such as 'data:audio/wav;base64,...'.",
+            field,
+        )
+    try:
+        if head.lower().endswith(";base64"):
+            return base64.b64decode(payload, validate=True)
+        return urllib.parse.unquote_to_bytes(payload)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"known_speaker_references[{index}] is not valid base64.", field) from None
 
 
 # -- running ---------------------------------------------------------------------------------------------
 
 
-async def _admit(request: Request, parsed: AudioRequest) -> Job:
+async def _admit(request: Request, parsed: AudioRequest) -> Admitted:
     settings = request.app.state.settings
     try:
         audio = await anyio.to_thread.run_sync(decode_audio, parsed.data, settings.max_audio_seconds)
@@ -322,8 +461,9 @@ async def _admit(request: Request, parsed: AudioRequest) -> Job:
     except AudioError as exc:
         raise bad_request(str(exc), "file", "invalid_audio") from None
     request.state.audio_seconds = audio.duration_s
+    known = await _known_speakers(parsed.speakers) if parsed.speakers else ()
     try:
-        return parsed.queue.submit(audio.samples, parsed.options, audio.duration_s)
+        job = parsed.queue.submit(audio.samples, parsed.options, audio.duration_s)
     except QueueFull as exc:
         raise APIError(
             429,
@@ -332,6 +472,44 @@ async def _admit(request: Request, parsed: AudioRequest) -> Job:
             type="rate_limit_error",
             headers={"Retry-After": str(exc.retry_after_s)},
         ) from None
+    if parsed.speakers is None:
+        return Admitted(job)
+    service = request.app.state.diarization
+    diarization = service.submit(audio.samples, DiarizationRequest(parsed.speakers.count, known))
+    return Admitted(job, diarization, parsed.speakers.names)
+
+
+async def _known_speakers(ask: SpeakerAsk) -> tuple[KnownSpeaker, ...]:
+    known = []
+    for index, (name, data) in enumerate(zip(ask.names, ask.references, strict=True)):
+        field = "known_speaker_references"
+        try:
+            audio = await anyio.to_thread.run_sync(decode_audio, data, REFERENCE_SECONDS[1] + 60)
+        except AudioError as exc:
+            raise bad_request(f"known_speaker_references[{index}] ({name}): {exc}", field) from None
+        low, high = REFERENCE_SECONDS
+        if not low - REFERENCE_SLACK_S <= audio.duration_s <= high + REFERENCE_SLACK_S:
+            raise bad_request(
+                f"known_speaker_references[{index}] ({name}) is {audio.duration_s:.1f} s long; a reference "
+                f"must be {low:g} to {high:g} seconds of that speaker.",
+                field,
+            )
+        known.append(KnownSpeaker(name, audio.samples))
+    return tuple(known)
+
+
+async def _speaker_turns(admitted: Admitted, timeout_s: float | None) -> SegmentLabeller:
+    assert admitted.diarization is not None
+    try:
+        turns = await asyncio.wait_for(admitted.diarization.turns(), timeout_s)
+    except (TimeoutError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        log.exception("diarization failed")
+        raise APIError(
+            500, f"Speaker diarization failed: {exc}", code="engine_error", type="server_error"
+        ) from None
+    return SegmentLabeller(turns, admitted.known_names)
 
 
 def _job_error(exc: BaseException) -> APIError:
@@ -388,29 +566,49 @@ async def _wait_for_result(request: Request, job: Job, timeout_s: float):
 
 async def _respond(request: Request, task: Task) -> Response:
     parsed = await parse_request(request, task)
-    job = await _admit(request, parsed)
+    admitted = await _admit(request, parsed)
     settings = request.app.state.settings
     if parsed.stream:
         return StreamingResponse(
-            _events(job, parsed, settings.request_timeout_s),
+            _events(admitted, parsed, settings.request_timeout_s),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    transcript = await _wait_for_result(request, job, settings.request_timeout_s)
+    started = time.monotonic()
+    try:
+        transcript = await _wait_for_result(request, admitted.job, settings.request_timeout_s)
+        diarized = None
+        if admitted.diarization is not None:
+            left = (
+                settings.request_timeout_s - (time.monotonic() - started)
+                if settings.request_timeout_s
+                else None
+            )
+            try:
+                labeller = await _speaker_turns(admitted, max(left, 0.001) if left is not None else None)
+            except TimeoutError:
+                raise _timeout_error(settings.request_timeout_s) from None
+            diarized = [piece for segment in transcript.segments for piece in labeller.label(segment)]
+    finally:
+        admitted.cancel()  # no-ops when finished; stops the diarization when the decode failed
     body, content_type = formats.render(
         transcript,
         parsed.response_format,
         words=parsed.words,
         logprobs=parsed.logprobs,
         usage=task == "transcribe",
+        diarized=diarized,
     )
     return Response(body, media_type=content_type)
 
 
-async def _events(job: Job, parsed: AudioRequest, timeout_s: float) -> AsyncIterator[bytes]:
+async def _events(admitted: Admitted, parsed: AudioRequest, timeout_s: float) -> AsyncIterator[bytes]:
     deadline = time.monotonic() + timeout_s if timeout_s else None
+    job = admitted.job
     first = True
     stream = job.stream()
+    labeller: SegmentLabeller | None = None
+    diarized: list = []
     try:
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -420,23 +618,37 @@ async def _events(job: Job, parsed: AudioRequest, timeout_s: float) -> AsyncIter
                 segment = await asyncio.wait_for(anext(stream), remaining)
             except StopAsyncIteration:
                 break
+            if admitted.diarization is not None:
+                if labeller is None:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    labeller = await _speaker_turns(admitted, remaining)
+                for labelled in labeller.label(segment):
+                    diarized.append(labelled)
+                    for piece in _pieces(labelled.text, first):
+                        first = False
+                        yield formats.delta_event(piece, segment_id=labelled.id)
+                    yield formats.sse(formats.diarized_segment_json(labelled))
+                continue
             for piece in _pieces(segment.text, first):
                 first = False
                 yield formats.delta_event(piece)
             if parsed.response_format == "verbose_json":
                 yield formats.sse({"type": "transcript.text.segment", **formats.segment_json(segment)})
-        yield formats.done_event(job.transcript, logprobs=parsed.logprobs)
+        text = formats.diarized_text(diarized) if admitted.diarization is not None else None
+        yield formats.done_event(job.transcript, logprobs=parsed.logprobs, text=text)
     except TimeoutError:
         yield formats.error_event(_timeout_error(timeout_s).envelope)
     except (JobCancelled, EngineFailure) as exc:
         yield formats.error_event(_job_error(exc).envelope)
+    except APIError as exc:
+        yield formats.error_event(exc.envelope)
     except Exception:
         log.exception("stream failed")
         yield formats.error_event(
             envelope("The server failed while streaming.", "server_error", None, "internal_error")
         )
     finally:
-        job.cancel()  # a no-op when finished; stops the work when the client went away
+        admitted.cancel()  # a no-op when finished; stops the work when the client went away
 
 
 def _pieces(text: str, first: bool) -> list[str]:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from open_stt_server.api.auth import require_api_key
 from open_stt_server.api.errors import APIError
-from open_stt_server.catalog import OPENAI_WHISPER_ALIAS
+from open_stt_server.catalog import OPENAI_DIARIZE_ALIAS, OPENAI_WHISPER_ALIAS
 from open_stt_server.scheduler import ServedModels
 
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_api_key)])
@@ -20,7 +20,10 @@ def _model(model_id: str, created: int) -> dict:
 @router.get("/models")
 async def list_models(request: Request) -> dict:
     served: ServedModels = request.app.state.models
-    ids = sorted({*served.names(), OPENAI_WHISPER_ALIAS})
+    ids = {*served.names(), OPENAI_WHISPER_ALIAS}
+    if request.app.state.diarization is not None:
+        ids.add(OPENAI_DIARIZE_ALIAS)
+    ids = sorted(ids)
     return {"object": "list", "data": [_model(i, served.loaded_at) for i in ids]}
 
 
@@ -35,4 +38,5 @@ async def get_model(model_id: str, request: Request) -> dict:
             param="model",
             code="model_not_found",
         )
-    return _model(model_id if model_id == OPENAI_WHISPER_ALIAS else queue.name, served.loaded_at)
+    openai_name = model_id in (OPENAI_WHISPER_ALIAS, *served.aliases)
+    return _model(model_id if openai_name else queue.name, served.loaded_at)

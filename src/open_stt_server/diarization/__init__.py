@@ -1,0 +1,116 @@
+"""Who spoke when: the diarizer interface every engine's transcript can be labelled with.
+
+A diarizer takes 16 kHz mono samples and returns speaker turns. Turns carry a speaker key: a known speaker's
+name, or `#0`, `#1`, ... for voices it could not name; `speakers.label_segments` turns keys into the letters
+clients see. `load_diarizer` builds the one the settings choose, or explains what is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+DIARIZERS = ("auto", "ge2e", "off")
+UNNAMED_PREFIX = "#"
+WEIGHTS_PACKAGE = "resemblyzer"
+WEIGHTS_VERSION = "0.1.4"
+INSTALL_HINT = (
+    f"pip install 'open-stt-server[diarize]' && pip install --no-deps '{WEIGHTS_PACKAGE}=={WEIGHTS_VERSION}' "
+    "(only the GE2E weights file inside Resemblyzer's wheel is used; its own dependencies are not needed)"
+)
+
+
+@dataclass(frozen=True)
+class SpeakerCount:
+    """Bounds on how many speakers there are; `exact` overrides both."""
+
+    exact: int | None = None
+    minimum: int = 1
+    maximum: int | None = None
+
+    def clamp(self, count: int, windows: int) -> int:
+        if self.exact is not None:
+            return min(self.exact, windows)
+        upper = min(self.maximum or windows, windows)
+        return max(min(count, upper), min(self.minimum, windows))
+
+
+@dataclass(frozen=True)
+class SpeakerTurn:
+    start: float
+    end: float
+    speaker: str  # a known speaker's name, or "#n" for the n-th unnamed voice
+
+
+@dataclass(frozen=True)
+class KnownSpeaker:
+    name: str
+    samples: np.ndarray  # 16 kHz mono, 2–10 s of that voice alone
+
+
+@dataclass(frozen=True)
+class DiarizationRequest:
+    count: SpeakerCount = field(default_factory=SpeakerCount)
+    known: tuple[KnownSpeaker, ...] = ()
+
+
+class DiarizationCancelled(Exception):
+    pass
+
+
+class Diarizer(Protocol):
+    name: str
+
+    def diarize(
+        self, samples: np.ndarray, request: DiarizationRequest, cancelled: threading.Event | None = None
+    ) -> list[SpeakerTurn]: ...
+
+
+class DiarizerUnavailable(RuntimeError):
+    """Diarization was asked for but cannot run here (packages or weights missing)."""
+
+
+def ge2e_weights(explicit: str | None = None) -> Path:
+    """The GE2E voice-encoder weights: an explicit file, else the one inside an installed Resemblyzer wheel
+    (found without importing the package, whose imports need webrtcvad and PyTorch)."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise DiarizerUnavailable(f"The diarizer weights file '{explicit}' does not exist.")
+        return path
+    missing = [m for m in ("scipy",) if importlib.util.find_spec(m) is None]
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    candidates = [Path(p) / "pretrained.pt" for p in locations]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        missing.append(f"{WEIGHTS_PACKAGE} (weights)")
+    if missing:
+        raise DiarizerUnavailable(
+            f"Speaker diarization needs packages that are not installed (missing: {', '.join(missing)}). "
+            f"Install them with: {INSTALL_HINT}"
+        )
+    assert found is not None
+    return found
+
+
+def load_diarizer(choice: str, weights: str | None = None) -> Diarizer | None:
+    """The diarizer for `choice` ("auto", "ge2e", "off"); None when off, or when auto finds nothing installed.
+
+    Raises DiarizerUnavailable when "ge2e" was chosen explicitly and cannot run."""
+    if choice == "off":
+        return None
+    try:
+        path = ge2e_weights(weights)
+    except DiarizerUnavailable:
+        if choice == "auto" and not weights:
+            return None
+        raise
+    from open_stt_server.diarization.ge2e import Ge2eDiarizer
+
+    return Ge2eDiarizer(path)
