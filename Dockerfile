@@ -6,6 +6,8 @@
 #                        Face cache, so `docker run` serves whisper-base with no network at all.
 #   BUNDLE_MODELS=false  a smaller image that downloads weights on first start.
 #   EXTRAS=voxtral       add the Voxtral engine (PyTorch + transformers from PyPI: several GB, most useful with cuda).
+#   DIARIZE=true         speaker labels (diarized_json): scipy + the GE2E weights from Resemblyzer's wheel (~60 MB);
+#                        DIARIZE=false leaves them out.
 # OPEN_STT_DOWNLOAD=true is the image default: weights already in /data (baked or cached on the volume) are used
 # as they are, anything missing is fetched from the hub.
 ARG BUNDLE_MODELS=true
@@ -19,8 +21,13 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 ARG BUNDLE_MODELS
 ARG EXTRAS=""
+ARG DIARIZE=true
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check ".${EXTRAS:+[$EXTRAS]}" \
+ && if [ "$DIARIZE" = "true" ]; then \
+      /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check '.[diarize]' \
+      && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps 'resemblyzer==0.1.4'; \
+    fi \
  && mkdir -p /data \
  && if [ "$BUNDLE_MODELS" = "true" ]; then \
       /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check '.[bundled]' \

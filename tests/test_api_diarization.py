@@ -337,3 +337,18 @@ def test_reference_in_another_container(openai_client, conversation_wav, tmp_pat
             known_speaker_references=[data_url(reference, tmp_path, "ogg")],
         )
     assert "Sam" in {s.speaker for s in result.segments}
+
+
+def test_pyannote_without_its_package_fails_start_up_with_the_reason(hf_home):
+    import importlib.util
+
+    if importlib.util.find_spec("pyannote.audio") is not None:
+        pytest.skip("pyannote.audio is installed here")
+    from tests.conftest import server_env
+
+    result = subprocess.run(
+        [*_python(), "-m", "open_stt_server", "--model", "whisper-tiny.en", "--diarizer", "pyannote"],
+        env=server_env(hf_home), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "pyannote.audio" in result.stderr and "pip install" in result.stderr

@@ -260,3 +260,22 @@ def test_timeout_stops_generation_mid_piece(voxtral_home: Path, tmp_path: Path) 
         assert stopped < token_budget(30)
     finally:
         srv.stop()
+
+
+def test_diarized_json_labels_whole_pieces(voxtral_server: Server, tmp_path: Path) -> None:
+    """Voxtral has no word times: each piece (segment) takes the speaker who fills most of it."""
+    from openai import OpenAI
+    from openai.types.audio import TranscriptionDiarized
+
+    from tests.conversations import VOICES, meeting
+
+    conversation = meeting(voices=VOICES[:2], lines=("Good morning, thanks for joining the call today.",) * 2)
+    client = OpenAI(base_url=voxtral_server.base_url, api_key="unused", max_retries=0, timeout=300)
+    with conversation.write(tmp_path / "two.wav").open("rb") as fh:
+        result = client.audio.transcriptions.create(
+            model="voxtral-mini", file=fh, response_format="diarized_json", temperature=ONE_PASS
+        )
+    assert isinstance(result, TranscriptionDiarized)
+    assert result.segments and result.segments[0].speaker == "A"
+    assert {s.speaker for s in result.segments} <= {"A", "B"}
+    assert all(0 <= s.start < s.end <= conversation.duration + 0.01 for s in result.segments)

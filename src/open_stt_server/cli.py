@@ -157,14 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--diarizer",
-        choices=["auto", "ge2e", "off"],
+        choices=["auto", "ge2e", "pyannote", "off"],
         help="speaker labels for response_format=diarized_json: auto uses the GE2E voice encoder when its "
-        "weights are installed, ge2e requires them [OPEN_STT_DIARIZER] (default auto)",
+        "weights are installed, ge2e requires them, pyannote runs pyannote.audio's pipeline from the Hugging "
+        "Face cache [OPEN_STT_DIARIZER] (default auto)",
     )
     p.add_argument(
         "--diarizer-weights",
         metavar="FILE",
-        help="a GE2E voice-encoder checkpoint instead of the one in Resemblyzer's wheel "
+        help="a GE2E voice-encoder checkpoint instead of the one in Resemblyzer's wheel; with --diarizer "
+        "pyannote, the pipeline's repo id or directory (default pyannote/speaker-diarization-3.1) "
         "[OPEN_STT_DIARIZER_WEIGHTS]",
     )
     p.add_argument(

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-DIARIZERS = ("auto", "ge2e", "off")
+DIARIZERS = ("auto", "ge2e", "pyannote", "off")
 UNNAMED_PREFIX = "#"
 WEIGHTS_PACKAGE = "resemblyzer"
 WEIGHTS_VERSION = "0.1.4"
@@ -100,11 +100,20 @@ def ge2e_weights(explicit: str | None = None) -> Path:
 
 
 def load_diarizer(choice: str, weights: str | None = None) -> Diarizer | None:
-    """The diarizer for `choice` ("auto", "ge2e", "off"); None when off, or when auto finds nothing installed.
+    """The diarizer for `choice` ("auto", "ge2e", "pyannote", "off"); None when off, or when auto finds nothing
+    installed. `weights`: a GE2E checkpoint, or for pyannote a pipeline repo id or directory.
 
-    Raises DiarizerUnavailable when "ge2e" was chosen explicitly and cannot run."""
+    Raises DiarizerUnavailable when the chosen diarizer cannot run."""
     if choice == "off":
         return None
+    if choice == "pyannote":
+        from open_stt_server.diarization.pyannote import PyannoteDiarizer
+
+        try:
+            encoder = ge2e_weights()  # names known speakers when installed
+        except DiarizerUnavailable:
+            encoder = None
+        return PyannoteDiarizer(weights, encoder)
     try:
         path = ge2e_weights(weights)
     except DiarizerUnavailable:
