@@ -12,6 +12,16 @@ EngineKind = Literal["whisper", "voxtral"]
 OPENAI_WHISPER_ALIAS = "whisper-1"
 # OpenAI's diarizing model; served by the model `--diarize-model` names (the default model unless set).
 OPENAI_DIARIZE_ALIAS = "gpt-4o-transcribe-diarize"
+# OpenAI's other transcription models (files and realtime); served by `--realtime-model` (default: the default model).
+OPENAI_TRANSCRIBE_ALIASES = (
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-4o-transcribe-latest",
+    "gpt-4o-mini-transcribe-2025-12-15",
+    "gpt-realtime-whisper",
+    "gpt-live-transcribe",
+    "gpt-transcribe",
+)
 
 
 @dataclass(frozen=True)

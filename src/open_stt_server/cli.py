@@ -175,6 +175,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="loaded model that serves requests for gpt-4o-transcribe-diarize [OPEN_STT_DIARIZE_MODEL] "
         "(default: the default model)",
     )
+    p.add_argument(
+        "--realtime-model",
+        metavar="NAME",
+        help="loaded model that serves OpenAI's transcription names (gpt-4o-transcribe, gpt-realtime-whisper, ...) "
+        "[OPEN_STT_REALTIME_MODEL] (default: the default model)",
+    )
+    p.add_argument(
+        "--realtime-partials",
+        **boolean,
+        help="live partial words in every realtime session [OPEN_STT_REALTIME_PARTIALS] (default false)",
+    )
+    p.add_argument(
+        "--realtime-max-sessions",
+        type=int,
+        help="concurrent realtime sessions per model, beyond → 429 [OPEN_STT_REALTIME_MAX_SESSIONS] (default 16)",
+    )
+    p.add_argument(
+        "--realtime-max-session-seconds",
+        type=float,
+        help="longest realtime session [OPEN_STT_REALTIME_MAX_SESSION_SECONDS] (default 3600)",
+    )
+    p.add_argument(
+        "--realtime-idle-timeout",
+        type=float,
+        help="seconds without a client event before a session is closed [OPEN_STT_REALTIME_IDLE_TIMEOUT] "
+        "(default 300)",
+    )
+    p.add_argument(
+        "--realtime-max-buffer-seconds",
+        type=float,
+        help="uncommitted audio a session holds before it is committed [OPEN_STT_REALTIME_MAX_BUFFER_SECONDS] "
+        "(default 600)",
+    )
+    p.add_argument(
+        "--realtime-max-message-mb",
+        type=float,
+        help="largest WebSocket message [OPEN_STT_REALTIME_MAX_MESSAGE_MB] (default 21)",
+    )
+    p.add_argument(
+        "--ssl-certfile", help="serve HTTPS/WSS with this certificate (PEM) [OPEN_STT_SSL_CERTFILE]"
+    )
+    p.add_argument("--ssl-keyfile", help="the certificate's private key (PEM) [OPEN_STT_SSL_KEYFILE]")
     return p
 
 
@@ -227,11 +269,25 @@ def settings_from(argv: Sequence[str] | None = None) -> Settings:
     pick(args.diarizer, ("OPEN_STT_DIARIZER",), str, "diarizer")
     pick(args.diarizer_weights, ("OPEN_STT_DIARIZER_WEIGHTS",), str, "diarizer_weights")
     pick(args.diarize_model, ("OPEN_STT_DIARIZE_MODEL",), str, "diarize_model")
+    pick(args.realtime_model, ("OPEN_STT_REALTIME_MODEL",), str, "realtime_model")
+    pick(args.realtime_partials, ("OPEN_STT_REALTIME_PARTIALS",), parse_bool, "realtime_partials")
+    pick(args.realtime_max_sessions, ("OPEN_STT_REALTIME_MAX_SESSIONS",), int, "realtime_max_sessions")
+    pick(args.realtime_max_session_seconds, ("OPEN_STT_REALTIME_MAX_SESSION_SECONDS",), float,
+         "realtime_max_session_s")  # fmt: skip
+    pick(args.realtime_idle_timeout, ("OPEN_STT_REALTIME_IDLE_TIMEOUT",), float, "realtime_idle_timeout_s")
+    pick(args.realtime_max_buffer_seconds, ("OPEN_STT_REALTIME_MAX_BUFFER_SECONDS",), float,
+         "realtime_max_buffer_s")  # fmt: skip
+    pick(
+        args.realtime_max_message_mb, ("OPEN_STT_REALTIME_MAX_MESSAGE_MB",), float, "realtime_max_message_mb"
+    )
+    pick(args.ssl_certfile, ("OPEN_STT_SSL_CERTFILE",), str, "ssl_certfile")
+    pick(args.ssl_keyfile, ("OPEN_STT_SSL_KEYFILE",), str, "ssl_keyfile")
     if isinstance(values.get("cors_origins"), str):
         values["cors_origins"] = tuple(o.strip() for o in str(values["cors_origins"]).split(",") if o.strip())
     if values.get("api_key") == "":
         values["api_key"] = None
-    for optional in ("compute_type", "diarizer_weights", "diarize_model"):
+    for optional in ("compute_type", "diarizer_weights", "diarize_model", "realtime_model", "ssl_certfile",
+                     "ssl_keyfile"):  # fmt: skip
         if values.get(optional) == "":
             values[optional] = None
     settings = Settings(**values)  # type: ignore[arg-type]
@@ -247,6 +303,11 @@ def _validate(s: Settings) -> None:
         ("--max-audio-seconds", s.max_audio_seconds),
         ("--workers", s.workers),
         ("--max-queue", s.max_queue),
+        ("--realtime-max-sessions", s.realtime_max_sessions),
+        ("--realtime-max-session-seconds", s.realtime_max_session_s),
+        ("--realtime-idle-timeout", s.realtime_idle_timeout_s),
+        ("--realtime-max-buffer-seconds", s.realtime_max_buffer_s),
+        ("--realtime-max-message-mb", s.realtime_max_message_mb),
     ):
         if value <= 0:
             raise ConfigError(f"{name} must be positive, got {value}")
@@ -254,6 +315,8 @@ def _validate(s: Settings) -> None:
 
     if s.diarizer not in DIARIZERS:
         raise ConfigError(f"--diarizer must be one of {', '.join(DIARIZERS)}, got '{s.diarizer}'")
+    if bool(s.ssl_certfile) != bool(s.ssl_keyfile):
+        raise ConfigError("--ssl-certfile and --ssl-keyfile go together: give both or neither")
     if s.cpu_threads < 0 or s.request_timeout_s < 0:
         raise ConfigError("--cpu-threads and --request-timeout must not be negative")
 

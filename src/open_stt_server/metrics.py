@@ -38,6 +38,25 @@ class Metrics:
             buckets=RTF_BUCKETS,
             registry=r,
         )
+        self.realtime_sessions = Gauge(
+            "open_stt_realtime_sessions", "Realtime sessions open", ["model"], registry=r
+        )
+        self.realtime_turns = Counter(
+            "open_stt_realtime_turns", "Realtime turns transcribed", ["model"], registry=r
+        )
+        self.realtime_turn_latency = Histogram(
+            "open_stt_realtime_turn_latency_seconds",
+            "End of speech (or commit) → completed transcript, per realtime turn",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.realtime_audio_seconds = Counter(
+            "open_stt_realtime_audio_seconds",
+            "Seconds of audio received by realtime sessions",
+            ["model"],
+            registry=r,
+        )
         self.model_load_seconds = Gauge(
             "open_stt_model_load_seconds", "Time to load each model", ["model"], registry=r
         )

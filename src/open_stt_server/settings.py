@@ -36,6 +36,17 @@ class Settings:
     diarizer: str = "auto"  # auto (when installed) | ge2e | off
     diarizer_weights: str | None = None  # a GE2E pretrained.pt; None = the one in the Resemblyzer wheel
     diarize_model: str | None = None  # the model behind gpt-4o-transcribe-diarize; None = the default model
+    realtime_model: str | None = (
+        None  # the model behind OpenAI's transcription names; None = the default model
+    )
+    realtime_partials: bool = False  # live partial words in every realtime session
+    realtime_max_sessions: int = 16  # concurrent realtime sessions per model
+    realtime_max_session_s: float = 3600.0
+    realtime_idle_timeout_s: float = 300.0
+    realtime_max_buffer_s: float = 600.0  # uncommitted audio when the client commits
+    realtime_max_message_mb: float = 21.0  # one WebSocket message (OpenAI: 15 MiB of audio, base64)
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
     @property
     def max_upload_bytes(self) -> int:

@@ -49,10 +49,11 @@ class TranscribeOptions:
     beam_size: int = 5
     # None = let the engine decide (long files take the batched path when the server allows it)
     batched: bool | None = None
+    fallback: bool = True  # temperature 0 retries hotter on a bad decode; off for quick speculative passes
 
     @property
     def temperatures(self) -> tuple[float, ...]:
-        return FALLBACK_TEMPERATURES if self.temperature == 0 else (self.temperature,)
+        return FALLBACK_TEMPERATURES if self.temperature == 0 and self.fallback else (self.temperature,)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from open_stt_server import __version__, catalog, hub
-from open_stt_server.api import audio_routes, model_routes, ops_routes
+from open_stt_server.api import audio_routes, model_routes, ops_routes, realtime_routes
 from open_stt_server.api.errors import install_error_handlers
 from open_stt_server.api.middleware import RequestLog, UploadLimit
 from open_stt_server.diarization import DiarizerUnavailable, load_diarizer
@@ -82,7 +82,11 @@ def load_models(settings: Settings) -> ServedModels:
         for queue in queues.values():
             queue.stop()
         raise
-    aliases = {catalog.OPENAI_DIARIZE_ALIAS: diarize_model}
+    realtime_model = (
+        loaded("--realtime-model", settings.realtime_model) if settings.realtime_model else default
+    )
+    aliases = {name: realtime_model for name in catalog.OPENAI_TRANSCRIBE_ALIASES}
+    aliases[catalog.OPENAI_DIARIZE_ALIAS] = diarize_model
     return ServedModels(queues, default, int(time.time()), load_seconds, aliases)
 
 
@@ -138,6 +142,8 @@ def create_app(
     app.include_router(audio_routes.router)
     app.include_router(model_routes.router)
     app.include_router(ops_routes.router)
+    app.include_router(realtime_routes.router)
+    app.state.realtime = realtime_routes.RealtimeSessions()
     if settings.playground:
         from open_stt_server.api import playground_routes
 
@@ -163,8 +169,9 @@ def serve(settings: Settings) -> None:
     served = load_models(settings)
     app = create_app(settings, served, diarization)
     log.info(
-        "open-stt-server %s listening on http://%s:%d (models: %s; default %s)",
+        "open-stt-server %s listening on %s://%s:%d (models: %s; default %s)",
         __version__,
+        "https" if settings.ssl_certfile else "http",
         settings.host,
         settings.port,
         ", ".join(served.names()),
@@ -180,4 +187,7 @@ def serve(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        ws_max_size=int(settings.realtime_max_message_mb * 1024 * 1024),
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
     )

@@ -1,0 +1,221 @@
+"""WS /v1/realtime: OpenAI Realtime transcription sessions — auth and limits before the socket opens, then the
+event pump between the client and its `RealtimeSession`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import replace
+
+from fastapi import APIRouter, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketState
+
+from open_stt_server.api.errors import envelope
+from open_stt_server.languages import language_code
+from open_stt_server.realtime.protocol import SessionSettings, error_event
+from open_stt_server.realtime.session import RealtimeSession, SessionLimits
+from open_stt_server.scheduler import ServedModels
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["realtime"])
+
+KEY_SUBPROTOCOL = "openai-insecure-api-key."
+BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
+
+
+class RealtimeSessions:
+    """Sessions open per model, for the per-model limit and /metrics."""
+
+    def __init__(self) -> None:
+        self.open: Counter[str] = Counter()
+
+
+def _offered_key(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    for protocol in websocket.scope.get("subprotocols", []):
+        if protocol.startswith(KEY_SUBPROTOCOL):
+            return protocol[len(KEY_SUBPROTOCOL) :]
+    return None
+
+
+async def _deny(websocket: WebSocket, status: int, message: str, code: str, kind: str, headers=None) -> None:
+    body = envelope(message, kind, None, code)
+    await websocket.send_denial_response(JSONResponse(body, status_code=status, headers=headers))
+
+
+@router.websocket("/v1/realtime")
+async def realtime(websocket: WebSocket) -> None:
+    app = websocket.app
+    settings = app.state.settings
+    served: ServedModels = app.state.models
+    sessions: RealtimeSessions = app.state.realtime
+    metrics = app.state.metrics
+    request_id = websocket.headers.get("x-request-id") or uuid.uuid4().hex
+
+    if settings.api_key:
+        key = _offered_key(websocket)
+        if key is None or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
+            message = (
+                "Missing API key: send 'Authorization: Bearer <key>' (browsers: the subprotocol "
+                "'openai-insecure-api-key.<key>')."
+                if key is None
+                else "Incorrect API key provided."
+            )
+            await _deny(websocket, 401, message, "invalid_api_key", "invalid_request_error",
+                        {"WWW-Authenticate": "Bearer"})  # fmt: skip
+            return
+
+    params = websocket.query_params
+    url_model = params.get("model")
+    queue = served.resolve(url_model) if url_model else served.resolve(settings.realtime_model)
+    problems: list[dict] = []
+    if queue is None:
+        problems.append(
+            error_event(
+                f"The model '{url_model}' does not exist or is not loaded on this server; the session uses "
+                f"'{served.default}'. Loaded: {', '.join(served.names())}.",
+                code="model_not_found",
+                param="model",
+            )
+        )
+        queue = served.resolve(None)
+    assert queue is not None
+    if sessions.open[queue.name] >= settings.realtime_max_sessions:
+        await _deny(
+            websocket,
+            429,
+            f"This server already runs {settings.realtime_max_sessions} realtime sessions on '{queue.name}'; "
+            "try again later.",
+            "session_limit_reached",
+            "rate_limit_error",
+            {"Retry-After": "5"},
+        )
+        return
+
+    offered = websocket.scope.get("subprotocols", [])
+    await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+    outbox: asyncio.Queue[dict | None] = asyncio.Queue()
+    sender = asyncio.create_task(_send_all(websocket, outbox))
+
+    intent = params.get("intent", "transcription")
+    if intent != "transcription":
+        outbox.put_nowait(
+            error_event(
+                f"This server runs transcription sessions only: connect with ?intent=transcription, not '{intent}'.",
+                code="unsupported_intent",
+                param="intent",
+            )
+        )
+        outbox.put_nowait(None)
+        await sender
+        await websocket.close(1008, "unsupported intent")
+        return
+
+    session_settings = SessionSettings(model=url_model or queue.name)
+    language = params.get("language")
+    if language:
+        code = language_code(language)
+        if code is None:
+            problems.append(error_event(f"Unsupported language '{language}'.", code="unsupported_language",
+                                        param="language"))  # fmt: skip
+        else:
+            session_settings = replace(session_settings, language=code)
+    beta = "realtime=v1" in websocket.headers.get("openai-beta", "") or BETA_SUBPROTOCOL in offered
+    limits = SessionLimits(
+        settings.realtime_max_session_s,
+        settings.realtime_idle_timeout_s,
+        settings.realtime_max_buffer_s,
+        settings.realtime_partials,
+    )
+
+    def on_turn(model: str, seconds: float, latency: float) -> None:
+        metrics.realtime_turns.labels(model).inc()
+        metrics.realtime_turn_latency.labels(model).observe(latency)
+
+    session = RealtimeSession(
+        served, queue, session_settings, "beta" if beta else "ga", outbox.put_nowait, limits, on_turn
+    )
+    model_name = queue.name
+    sessions.open[model_name] += 1
+    metrics.realtime_sessions.labels(model_name).inc()
+    session.created()
+    for problem in problems:
+        outbox.put_nowait(problem)
+    ended = "client closed"
+    try:
+        ended = await _pump(websocket, session, limits, outbox)
+    finally:
+        await session.close()
+        outbox.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sender, 5)
+        sender.cancel()
+        sessions.open[model_name] -= 1
+        metrics.realtime_sessions.labels(model_name).dec()
+        metrics.realtime_audio_seconds.labels(session.queue.name).inc(session.stats.audio_seconds)
+        if websocket.client_state == WebSocketState.CONNECTED:
+            code = 1001 if ended == "idle timeout" else 1000
+            with contextlib.suppress(Exception):
+                await websocket.close(code, ended)
+        log.info(
+            "realtime session %s model=%s turns=%d failed=%d audio=%.1fs lasted=%.1fs ended=%s id=%s",
+            session.id,
+            session.queue.name,
+            session.stats.turns,
+            session.stats.failed,
+            session.stats.audio_seconds,
+            time.monotonic() - session.started,
+            ended,
+            request_id,
+        )
+
+
+async def _pump(websocket: WebSocket, session: RealtimeSession, limits: SessionLimits, outbox) -> str:
+    deadline = session.started + limits.max_session_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            outbox.put_nowait(error_event("The session reached its maximum length.", code="session_expired"))
+            return "session expired"
+        try:
+            message = await asyncio.wait_for(websocket.receive(), min(left, limits.idle_timeout_s))
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                continue
+            return "idle timeout"
+        if message["type"] == "websocket.disconnect":
+            return "client closed"
+        text = message.get("text")
+        if text is None:
+            outbox.put_nowait(error_event("Send client events as JSON text frames.", code="invalid_json"))
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            outbox.put_nowait(error_event("A client event must be a JSON object.", code="invalid_json"))
+            continue
+        await session.handle(data)
+
+
+async def _send_all(websocket: WebSocket, outbox: asyncio.Queue) -> None:
+    """One sender, so events leave in the order the session made them."""
+    while True:
+        message = await outbox.get()
+        if message is None:
+            return
+        try:
+            await websocket.send_text(json.dumps(message, ensure_ascii=False))
+        except Exception:  # the client went away: drain and stop
+            return

@@ -1,0 +1,1 @@
+"""OpenAI Realtime transcription sessions over WebSocket (`WS /v1/realtime`)."""
