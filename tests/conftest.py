@@ -82,7 +82,7 @@ def server_env(hf_home: Path, **extra: str) -> dict[str, str]:
 
 
 def start_server(hf_home: Path, log_dir: Path, *args: str, env: dict[str, str] | None = None,
-                 ready_timeout: float = 90) -> Server:  # fmt: skip
+                 ready_timeout: float = 90, https: bool = False) -> Server:  # fmt: skip
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     log_file = open(log_path, "w")  # noqa: SIM115 - kept open for the life of the process
@@ -92,13 +92,13 @@ def start_server(hf_home: Path, log_dir: Path, *args: str, env: dict[str, str] |
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    server = Server(f"{'https' if https else 'http'}://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(server.url + "/health", timeout=1).status_code == 200:
+            if httpx.get(server.url + "/health", timeout=1, verify=not https).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
