@@ -171,3 +171,58 @@ def test_playground_can_be_turned_off(hf_home, tmp_path) -> None:
         assert r.status_code == 404 and r.json()["error"]["message"]
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def live_browser(tmp_path: Path):
+    """Chromium whose fake microphone plays a WAV: two spoken turns with pauses."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from tests.conversations import build, espeak
+    from tests.realtime_client import silence
+
+    lines = (
+        "Good morning, thanks for joining the call today.",
+        "Please send me the report before the meeting.",
+    )
+    pieces = [("a", line, espeak(line, "en-us")) for line in lines]
+    talk = build([("s", "", silence(0.5)), *pieces, ("s", "", silence(2.0))], gap_s=1.0)
+    wav = talk.write(tmp_path / "microphone.wav")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                 "--autoplay-policy=no-user-gesture-required", f"--use-file-for-fake-audio-capture={wav}",
+                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.lines = lines
+    yield driver
+    driver.quit()
+
+
+def test_live_mode_shows_the_spoken_words(server: Server, live_browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser = live_browser
+    browser.get(server.url + "/playground")
+    wait(lambda: by_id(browser, "model").find_elements(By.TAG_NAME, "option"))
+    choose(browser, "model", "whisper-tiny.en")
+    by_id(browser, "live").click()
+    wait(lambda: "Listening" in by_id(browser, "status").text, timeout=30)
+
+    def final_text() -> str | None:
+        text = " ".join(p.text for p in browser.find_elements(By.CSS_SELECTOR, "#transcript p.final"))
+        return text if "morning" in text.lower() else None
+
+    said = wait(final_text, timeout=90)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "playground-live.png"))
+    by_id(browser, "live").click()
+    first = browser.find_elements(By.CSS_SELECTOR, "#transcript p.final")[0].text
+    assert wer(browser.lines[0], first) < 0.35, said
+    assert not by_id(browser, "error").text
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
