@@ -16,7 +16,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,13 +38,14 @@ from open_stt_server.realtime.protocol import (
 from open_stt_server.realtime.vad import SpeechStarted, TurnDetector, VadSettings
 from open_stt_server.scheduler import (
     EngineFailure,
+    Job,
     JobCancelled,
     ModelQueue,
     Priority,
     QueueFull,
     ServedModels,
 )
-from open_stt_server.transcript import Segment, TranscribeOptions, Word, text_pieces
+from open_stt_server.transcript import Segment, TranscribeOptions, Word
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ LIVE_MODELS = ("gpt-realtime-whisper", "gpt-live-transcribe")
 PARTIAL_INTERVAL_S = {"minimal": 0.3, "low": 0.5, "medium": 1.0}
 DEFAULT_PARTIAL_INTERVAL_S = 0.5
 PROMPT_CHARS = 200
+FIRST_PASS_SPEECH = SAMPLE_RATE * 3 // 10  # live partials: the first pass waits for 0.3 s of speech
+PASS_SLACK_SAMPLES = SAMPLE_RATE // 20  # a pass that ends within 50 ms of the end of speech heard it all
 
 
 @dataclass(frozen=True)
@@ -73,27 +76,61 @@ class SessionStats:
     failed: int = 0
 
 
+@dataclass(frozen=True)
+class Pass:
+    """One decode of an open turn, from its start up to `covered` (a sample offset)."""
+
+    covered: int
+    text: str
+    language: str | None
+
+
 @dataclass
 class OpenTurn:
     """The turn being spoken: its item id and, with live partials, the words already sent."""
 
     item_id: str
     start: int  # sample offset in the session's audio
-    sent_text: str = ""
-    sent_end: int = 0  # sample offset where the sent words end (0 = none sent)
-    hypothesis: list[Word] = field(default_factory=list)  # the latest pass's unconfirmed words
-    partial: asyncio.Task | None = None
-    partial_at: int = 0  # samples of audio the latest pass covered
+    sent: list[str] = field(default_factory=list)  # words sent as deltas, each with its leading space
+    hypothesis: list[str] = field(default_factory=list)  # the latest pass's words
+    partial: asyncio.Task | None = None  # the pass under way
+    partial_job: Job | None = None
+    partial_covers: int = 0  # where the latest pass's audio ends
+    last_pass: Pass | None = None
+
+    @property
+    def sent_text(self) -> str:
+        return "".join(self.sent).lstrip()
 
 
 @dataclass(frozen=True)
 class CommittedTurn:
     item_id: str
-    samples: np.ndarray  # the audio still to decode (after any words partials sent)
-    seconds: float  # the whole turn's length
-    sent_text: str
-    offset_s: float  # where `samples` begin in the session's audio
+    samples: np.ndarray
+    seconds: float
+    sent: tuple[str, ...]  # words live partials already sent
+    ready: Pass | None  # a pass that heard the whole turn: its text is the final one
+    pending: asyncio.Task | None  # ... or the pass under way that will have
     ended_at: float  # monotonic time of the end of speech or the commit
+
+
+def aligned_prefix(sent: list[str] | tuple[str, ...], final: list[str]) -> int:
+    """How many of `final`'s first words the words already `sent` stand for: the prefix of `final` at the least
+    edit distance from `sent` (the longest on a tie)."""
+    a = [_normal(w) for w in sent]
+    b = [_normal(w) for w in final]
+    row = list(range(len(b) + 1))  # distance from a[:i] to b[:k], for the current i
+    for i, word in enumerate(a, 1):
+        previous, row = row, [i] + [0] * len(b)
+        for k in range(1, len(b) + 1):
+            row[k] = min(previous[k] + 1, row[k - 1] + 1, previous[k - 1] + (word != b[k - 1]))
+    best = min(row)
+    return max(k for k, d in enumerate(row) if d == best)
+
+
+def words_of(text: str) -> list[str]:
+    """Words with their leading whitespace: joined again they give the text (less trailing space)."""
+    return re.findall(r"\s*\S+", text)
 
 
 def _normal(word: str) -> str:
@@ -243,6 +280,7 @@ class RealtimeSession:
             self._append_manual(samples, start)
         else:
             self._append_vad(samples)
+        self._anticipate()
         self._maybe_partial()
 
     def _append_manual(self, samples: np.ndarray, start: int) -> None:
@@ -299,7 +337,8 @@ class RealtimeSession:
         self.send(
             event("input_audio_buffer.speech_stopped", audio_end_ms=_ms(end), item_id=self.open.item_id)
         )
-        self._commit(end)
+        speech_end = self.detector.speech_end if self.open.start < self.detector.speech_end <= end else end
+        self._commit(end, speech_end=speech_end)
 
     def commit_by_client(self) -> None:
         start = self.open.start if self.open is not None else self.buffer_start
@@ -313,7 +352,8 @@ class RealtimeSession:
             )
         if self.open is None:
             self.open = OpenTurn(new_id("item"), start)
-        self._commit(self.position)
+        heard_until = self.detector.speech_end if self.detector.speech_end > start else self.position
+        self._commit(self.position, speech_end=min(heard_until, self.position))
         if self.vad is not None:
             self.detector.reset()
 
@@ -340,15 +380,29 @@ class RealtimeSession:
             self.open.partial.cancel()
         self.open = None
 
-    def _commit(self, end: int) -> None:
+    def _commit(self, end: int, speech_end: int | None = None) -> None:
         turn = self.open
         assert turn is not None
-        if turn.partial is not None:
-            turn.partial.cancel()
         self.open = None
         self.heard_speech = False
-        decode_from = max(turn.sent_end, turn.start)
-        samples = self._audio(decode_from, end)
+        # A live pass that heard all the speech of the turn is its final transcript: no decode after the end.
+        needed = (speech_end if speech_end is not None else end) - PASS_SLACK_SAMPLES
+        reusable = not self.settings.logprobs
+        ready = turn.last_pass if reusable and turn.last_pass and turn.last_pass.covered >= needed else None
+        pending = None
+        if turn.partial is not None:
+            if ready is None and reusable and turn.partial_covers >= needed:
+                pending = turn.partial
+                if turn.partial_job is not None:
+                    turn.partial_job.priority = Priority.TURN  # now it is the turn's final decode
+            else:
+                turn.partial.cancel()
+        log.debug(
+            "turn %s committed: end %d, speech end %s, last pass covers %s, pass under way covers %d (%s)",
+            turn.item_id, end, speech_end, turn.last_pass.covered if turn.last_pass else None,
+            turn.partial_covers, "ready" if ready else "pending" if pending else "fresh decode",
+        )  # fmt: skip
+        samples = self._audio(turn.start, end)
         self._drop_before(end)
         self.send(
             event("input_audio_buffer.committed", item_id=turn.item_id, previous_item_id=self.previous_item)
@@ -362,23 +416,22 @@ class RealtimeSession:
                 turn.item_id,
                 samples,
                 (end - turn.start) / SAMPLE_RATE,
-                turn.sent_text,
-                decode_from / SAMPLE_RATE,
+                tuple(turn.sent),
+                ready,
+                pending,
                 time.monotonic(),
             )
         )
 
-    def _options(self, prompt_tail: str = "", speculative: bool = False) -> TranscribeOptions:
-        prompt = (self.settings.prompt + prompt_tail)[-PROMPT_CHARS:].strip() or None
-        if not self.queue.engine.supports_prompt:
-            prompt = None
+    def _options(self) -> TranscribeOptions:
+        """Every decode of a turn, final or live, uses the same options: any pass that heard the whole turn can
+        be its final transcript. (A greedy pass is not cheaper here: Whisper's encoder always reads a 30 s
+        window, and it costs most of a short decode.)"""
+        engine = self.queue.engine
         return TranscribeOptions(
             language=self.settings.language,
-            prompt=prompt,
-            word_timestamps=self.queue.engine.supports_word_timestamps
-            and (speculative or self.settings.logprobs),
-            beam_size=1 if speculative else 5,
-            fallback=not speculative,
+            prompt=(self.settings.prompt[-PROMPT_CHARS:] or None) if engine.supports_prompt else None,
+            word_timestamps=engine.supports_word_timestamps and self.settings.logprobs,
             batched=False,
         )
 
@@ -396,26 +449,43 @@ class RealtimeSession:
                 self._failed(turn, "The server failed while transcribing this turn.", "internal_error")
 
     async def _decode(self, turn: CommittedTurn) -> None:
-        text = turn.sent_text
+        final: list[str] = []  # the final transcript's words
+        text = "".join(turn.sent).lstrip()
         words: list[Word] = []
         language = self.settings.language
-        if len(turn.samples) >= MIN_COMMIT_SAMPLES:
-            queue = self.queue
+
+        def send(new: list[str], segment: Segment | None = None) -> None:
+            nonlocal text
+            piece = "".join(new)
+            if not text:
+                piece = piece.lstrip()
+            if piece:
+                text += piece
+                self._delta(turn.item_id, piece, segment)
+
+        def heard(segment_text: str, segment: Segment | None = None) -> None:
+            final.extend(words_of(segment_text))
+            if not turn.sent:  # nothing sent live: each segment's words go out as they are decoded
+                send(words_of(segment_text), segment)
+
+        ready = turn.ready
+        if ready is None and turn.pending is not None:
+            with contextlib.suppress(Exception):
+                ready = await turn.pending
+        if ready is not None:
+            heard(ready.text)
+            language = ready.language or language
+        elif len(turn.samples) >= MIN_COMMIT_SAMPLES:
             try:
-                job = queue.submit(
-                    turn.samples,
-                    self._options(turn.sent_text),
-                    len(turn.samples) / SAMPLE_RATE,
-                    Priority.TURN,
+                job = self.queue.submit(
+                    turn.samples, self._options(), len(turn.samples) / SAMPLE_RATE, Priority.TURN
                 )
             except QueueFull as exc:
                 self._failed(turn, str(exc), "queue_full", "rate_limit_error")
                 return
             try:
                 async for segment in job.stream():
-                    for piece in text_pieces([segment.text], first=not text):
-                        text += piece
-                        self._delta(turn.item_id, piece, segment)
+                    heard(segment.text, segment)
                     words.extend(segment.words or ())
                 language = job.language or language
             except (EngineFailure, JobCancelled) as exc:
@@ -425,6 +495,8 @@ class RealtimeSession:
                 return
             finally:
                 job.cancel()
+        if turn.sent:  # deltas are append-only: the final goes on from where the words sent live end in it
+            send(final[aligned_prefix(turn.sent, final) :])
         fields: dict = {
             "item_id": turn.item_id,
             "content_index": 0,
@@ -477,67 +549,89 @@ class RealtimeSession:
 
     # -- live partials ------------------------------------------------------------------------------------
 
+    def _anticipate(self) -> None:
+        """When silence begins inside a turn, decode what was said at once: if the silence lasts until the turn
+        ends, that pass is the final transcript and `completed` follows `speech_stopped` with no wait."""
+        turn, silence = self.open, self.detector.silence_start
+        if turn is None or silence is None or turn.partial_covers >= silence:
+            return
+        if (
+            self.position - turn.start < MIN_COMMIT_SAMPLES * 3
+            or self.position - turn.start > MAX_TURN_SAMPLES
+        ):
+            return
+        if turn.partial is not None:
+            job = turn.partial_job
+            if job is not None and job.started_at is not None:
+                return  # a pass is running: let it finish (this is checked again when it does)
+            turn.partial.cancel()  # still queued, and it ends before the silence: replace it
+        turn.partial_covers = self.position
+        turn.partial = asyncio.create_task(
+            self._partial(turn, self._audio(turn.start, self.position), self.position)
+        )
+
     def _maybe_partial(self) -> None:
         turn = self.open
         if turn is None or not self.partials or turn.partial is not None:
             return
         if self.vad is None and not self.heard_speech:
             return  # no speech yet: a decode of silence would only invent words
-        if self.position - max(turn.partial_at, turn.start) < self.partial_interval:
+        if self.position - max(turn.partial_covers, turn.start) < self.partial_interval:
             return
-        start = max(turn.sent_end, turn.start)
-        samples = self._audio(start, self.position)
-        if len(samples) < self.partial_interval:
-            return
-        turn.partial_at = self.position
-        turn.partial = asyncio.create_task(self._partial(turn, samples, start))
+        if self.vad is not None and self.position - self.detector.speech_start < FIRST_PASS_SPEECH:
+            return  # too little speech yet for a pass to hold a word worth agreeing on
+        if self.position - turn.start > MAX_TURN_SAMPLES:
+            return  # a long manual buffer: its words come with the final decode
+        turn.partial_covers = self.position
+        samples = self._audio(turn.start, self.position)
+        turn.partial = asyncio.create_task(self._partial(turn, samples, self.position))
 
-    async def _partial(self, turn: OpenTurn, samples: np.ndarray, start: int) -> None:
+    async def _partial(self, turn: OpenTurn, samples: np.ndarray, end: int) -> Pass | None:
+        """Decode the open turn so far (spare capacity only), send the words this pass and the one before agree
+        on, and keep the result: when it heard the whole turn it is the final transcript."""
         try:
-            job = self.queue.submit(samples, self._options(turn.sent_text, speculative=True),
-                                    len(samples) / SAMPLE_RATE, Priority.SPECULATIVE)  # fmt: skip
+            job = self.queue.submit(
+                samples, self._options(), len(samples) / SAMPLE_RATE, Priority.SPECULATIVE
+            )
         except QueueFull:
             turn.partial = None
-            return
+            return None
+        turn.partial_job = job
         try:
             transcript = await job.result()
         except (EngineFailure, JobCancelled):
             turn.partial = None
-            return
+            return None
         except asyncio.CancelledError:
             job.cancel()
             raise
-        if self.open is not turn:
-            return
-        turn.partial = None
-        words = [
-            replace(w, start=w.start + start / SAMPLE_RATE, end=w.end + start / SAMPLE_RATE)
-            for s in transcript.segments
-            if s.no_speech_prob < 0.6 and s.avg_logprob > -1.0
-            for w in (s.words or ())
-            if w.word.strip()
-        ]
+        result = Pass(end, transcript.text, job.language)
+        log.debug("turn %s: pass over %.2f s heard %r", turn.item_id, len(samples) / SAMPLE_RATE, result.text)
+        if self.open is turn:
+            turn.partial = turn.partial_job = None
+            turn.last_pass = result
+            if self.partials:
+                self._agree(turn, words_of(result.text))
+            self._anticipate()
+            self._maybe_partial()
+        return result
+
+    def _agree(self, turn: OpenTurn, words: list[str]) -> None:
         agreed = 0
         for before, now in zip(turn.hypothesis, words, strict=False):
-            if _normal(before.word) != _normal(now.word) or not _normal(now.word):
+            if _normal(before) != _normal(now) or not _normal(now):
                 break
             agreed += 1
-        # The last word heard may still be cut off: a word is confirmed only when audio follows it.
-        while agreed and words[agreed - 1].end > (self.position / SAMPLE_RATE) - 0.3:
-            agreed -= 1
-        if agreed:
-            confirmed = words[:agreed]
-            for piece in text_pieces(["".join(w.word for w in confirmed)], first=not turn.sent_text):
-                turn.sent_text += piece
-                self._delta(turn.item_id, piece)
-            # The final decode starts midway between the last word sent and the next one heard: word times are
-            # approximate, and a cut in the gap loses neither word.
-            cut = confirmed[-1].end if agreed == len(words) else (confirmed[-1].end + words[agreed].start) / 2
-            turn.sent_end = int(cut * SAMPLE_RATE)
-            turn.hypothesis = words[agreed:]
-        else:
-            turn.hypothesis = words
-        self._maybe_partial()
+        turn.hypothesis = words
+        agreed = min(agreed, len(words) - 1)  # the newest word may still be cut off by the end of the audio
+        matches_sent = all(_normal(a) == _normal(b) for a, b in zip(turn.sent, words, strict=False))
+        if agreed > len(turn.sent) and matches_sent:
+            new = words[len(turn.sent) : agreed]
+            piece = "".join(new)
+            if not turn.sent:
+                piece = piece.lstrip()
+            turn.sent.extend(new)
+            self._delta(turn.item_id, piece)
 
     # -- end ----------------------------------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ class TurnDetector:
         self.position = 0  # samples seen
         self.speech_start = 0
         self.last_pause = 0  # end of the latest window under the threshold inside the current turn
+        self.speech_end = 0  # where the latest speech ended (or the current position while it goes on)
         self._candidate: int | None = None
         self._candidate_windows = 0
         self._silence_start: int | None = None
@@ -91,6 +92,7 @@ class TurnDetector:
                     self._candidate_windows += 1
                     if self._candidate_windows >= MIN_SPEECH_WINDOWS:
                         self.speaking, self.speech_start = True, self._candidate
+                        self.speech_end = self.position
                         self.last_pause, self._silence_start, self._candidate = self._candidate, None, None
                         events.append(SpeechStarted(self.speech_start))
                 elif probability < self.low_threshold:
@@ -100,14 +102,22 @@ class TurnDetector:
                 self.last_pause = self.position
             if probability < self.low_threshold:
                 if self._silence_start is None:
-                    self._silence_start = start
+                    self._silence_start = self.speech_end = start
                 if (self.position - self._silence_start) // WINDOW >= silence_windows:
                     self.speaking = False
                     events.append(SpeechStopped(self.position))
                     self._silence_start = None
+                    continue  # speech_end stays where the silence began
             elif probability >= self.settings.threshold:
                 self._silence_start = None
+            if self._silence_start is None:
+                self.speech_end = self.position
         return events
+
+    @property
+    def silence_start(self) -> int | None:
+        """Inside a turn, where the silence that may end it began; None while speech goes on."""
+        return self._silence_start if self.speaking else None
 
     def restart(self, at: int) -> None:
         """A turn was cut at `at` (a commit while speaking): speech that goes on is a new turn from there."""
