@@ -39,6 +39,7 @@ from tests.conversations import LINES, Conversation, meeting
 from tests.realtime_client import open_session, pcm16, silence, transcription_session
 
 CHUNK_S = 0.04
+STAGGER_S = 1.3
 RATE = 24_000
 
 
@@ -52,13 +53,16 @@ def wav_bytes(samples: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-async def stream_session(server, model: str, talk: Conversation, partials: bool = False) -> dict:
-    """Stream `talk` at real-time pace; the events with their arrival times, and when each audio offset left."""
+async def stream_session(
+    server, model: str, talk: Conversation, partials: bool = False, lead_s: float = 0.0
+) -> dict:
+    """Stream `talk` at real-time pace, after `lead_s` of silence; the events with their arrival times, and when
+    each audio offset left."""
     session = await open_session(server, f"intent=transcription&model={model}")
     transcription = {"model": model, **({"delay": "minimal"} if partials else {})}
     await session.send("session.update", session=transcription_session(transcription=transcription))
     await session.next("session.updated")
-    audio = np.concatenate([talk.samples, silence(2.0)])
+    audio = np.concatenate([silence(lead_s), talk.samples, silence(2.0)])
     pcm = pcm16(audio, RATE)
     chunk = int(RATE * CHUNK_S) * 2
     turns = len(talk.turns)
@@ -165,8 +169,10 @@ def latency(server, model: str, talk: Conversation) -> dict:
 
 
 async def concurrent(server, model: str, talk: Conversation, sessions: int) -> list:
+    """`sessions` at once, each starting 1.3 s after the one before (people do not stop talking in lockstep)."""
     return await asyncio.gather(
-        *(stream_session(server, model, talk) for _ in range(sessions)), return_exceptions=True
+        *(stream_session(server, model, talk, lead_s=STAGGER_S * k) for k in range(sessions)),
+        return_exceptions=True,
     )
 
 
@@ -230,10 +236,7 @@ def fairness(server, model: str, talk: Conversation) -> dict:
 
     async def busy() -> float:
         loop = asyncio.get_running_loop()
-        streaming = asyncio.gather(
-            *(stream_session(server, model, talk) for _ in range(4)), return_exceptions=True
-        )
-        task = asyncio.ensure_future(streaming)
+        task = asyncio.ensure_future(concurrent(server, model, talk, 4))
         await asyncio.sleep(3)
         loaded = await loop.run_in_executor(None, short_p95, server, model, talk.duration - 8)
         await task

@@ -134,6 +134,7 @@ class ModelQueue:
         self._ready: list[Job] = []
         self._admitted = 0
         self._running = 0
+        self._speculating = 0  # speculative steps running
         self._cond = threading.Condition()
         self._stopping = False
         self._on_finished = on_finished
@@ -193,23 +194,36 @@ class ModelQueue:
         lower_current_thread_priority()
         while True:
             with self._cond:
-                while not self._ready and not self._stopping:
+                while (job := self._next_job()) is None and not self._stopping:
                     self._cond.wait()
-                if not self._ready:
+                if job is None:
                     return
-                job = min(self._ready, key=lambda j: (j.priority, j.deadline, j.submitted_at))
                 self._ready.remove(job)
                 self._running += 1
+                speculative = job.priority == Priority.SPECULATIVE
+                self._speculating += speculative
             try:
                 requeue = self._step(job)
             finally:
                 with self._cond:
                     self._running -= 1
+                    self._speculating -= speculative
+                    self._cond.notify()
                     if requeue:
                         self._ready.append(job)
                         self._cond.notify()
                     else:
                         self._admitted -= 1
+
+    def _next_job(self) -> Job | None:
+        """The ready job to step next: by priority class, then deadline. Speculative work (live partials) never
+        takes the last worker, so a file window or a turn that arrives finds one free."""
+        if not self._ready:
+            return None
+        job = min(self._ready, key=lambda j: (j.priority, j.deadline, j.submitted_at))
+        if job.priority == Priority.SPECULATIVE and self._speculating >= max(1, len(self._threads) - 1):
+            return None
+        return job
 
     def _step(self, job: Job) -> bool:
         """Advance `job` by one decoding step; True when it has more to do."""

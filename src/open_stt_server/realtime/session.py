@@ -58,7 +58,10 @@ PARTIAL_INTERVAL_S = {"minimal": 0.3, "low": 0.5, "medium": 1.0}
 DEFAULT_PARTIAL_INTERVAL_S = 0.5
 PROMPT_CHARS = 200
 FIRST_PASS_SPEECH = SAMPLE_RATE * 3 // 10  # live partials: the first pass waits for 0.3 s of speech
-PASS_SLACK_SAMPLES = SAMPLE_RATE // 20  # a pass that ends within 50 ms of the end of speech heard it all
+PASS_SLACK_SAMPLES = SAMPLE_RATE // 20
+# The final's decode starts after 120 ms of silence (at most half of silence_duration_ms), not at the first quiet
+# window: most gaps between words are shorter.
+ANTICIPATE_AFTER_SAMPLES = SAMPLE_RATE * 12 // 100
 
 
 @dataclass(frozen=True)
@@ -555,6 +558,10 @@ class RealtimeSession:
         turn, silence = self.open, self.detector.silence_start
         if turn is None or silence is None or turn.partial_covers >= silence:
             return
+        vad = self.vad or VadSettings()
+        wait = min(ANTICIPATE_AFTER_SAMPLES, vad.silence_duration_ms * SAMPLE_RATE // 2000)
+        if self.position - silence < wait:
+            return  # a gap between words, most likely: a pass for each would be wasted work
         if (
             self.position - turn.start < MIN_COMMIT_SAMPLES * 3
             or self.position - turn.start > MAX_TURN_SAMPLES
