@@ -378,6 +378,7 @@ def guarded_server(hf_home, tmp_path_factory):
     srv = start_server(
         hf_home, tmp_path_factory.mktemp("rt-guarded"), "--model", "whisper-tiny.en", "--api-key", "sekret",
         "--realtime-max-sessions", "1", "--realtime-idle-timeout", "1.5", "--realtime-max-session-seconds", "4",
+        "--realtime-max-buffer-seconds", "2", "--realtime-max-message-mb", "0.5",
     )  # fmt: skip
     yield srv
     srv.stop()
@@ -482,3 +483,48 @@ def test_metrics_report_sessions(server: Server):
                  "open_stt_realtime_turn_latency_seconds_bucket", "open_stt_realtime_audio_seconds_total"):  # fmt: skip
         assert name in text, name
     assert url(server).startswith("ws://")
+
+
+def test_buffer_and_message_limits(guarded_server: Server, talk: Conversation):
+    auth = {"additional_headers": {"Authorization": "Bearer sekret"}}
+    turn = talk.turns[0]
+    speech = talk.samples[int(turn.start * 16000) : int(turn.end * 16000)]
+
+    async def scenario():
+        s = await open_session(guarded_server, **auth)
+        await s.send("session.update", session=transcription_session(turn_detection=None))
+        await s.next("session.updated")
+        await s.append(pcm16(speech))  # 3.3 s without a commit, over the 2 s limit
+        too_large = await s.next("error")
+        committed = await s.next("input_audio_buffer.committed")
+        await s.next("conversation.item.input_audio_transcription.completed")
+        big = base64.b64encode(b"\0" * 600_000).decode()  # one message over 0.5 MB
+        await s.ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": big}))
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(20):  # events still on their way (conversation.item.done), then the close
+                await s.next(timeout=10)
+        return too_large, committed, closed.value.rcvd
+
+    too_large, committed, close = run(scenario())
+    assert too_large["error"]["code"] == "input_audio_buffer_too_large"
+    assert committed["item_id"]
+    assert close is not None and close.code == 1009  # message too big
+
+
+def test_semantic_vad_is_server_vad_with_its_eagerness(server: Server, talk: Conversation):
+    async def scenario():
+        s = await open_session(server, "intent=transcription&model=whisper-tiny.en")
+        await s.send("session.update", session=transcription_session(
+            turn_detection={"type": "semantic_vad", "eagerness": "high"}))  # fmt: skip
+        updated = await s.next("session.updated")
+        await s.append(pcm16(np.concatenate([talk.samples, silence(1.0)])))
+        done = await s.until("conversation.item.input_audio_transcription.completed", 3)
+        await s.ws.close()
+        return updated, done
+
+    updated, done = run(scenario())
+    assert updated["session"]["audio"]["input"]["turn_detection"] == {
+        "type": "semantic_vad",
+        "eagerness": "high",
+    }
+    assert len(done) == 3

@@ -279,3 +279,28 @@ def test_diarized_json_labels_whole_pieces(voxtral_server: Server, tmp_path: Pat
     assert result.segments and result.segments[0].speaker == "A"
     assert {s.speaker for s in result.segments} <= {"A", "B"}
     assert all(0 <= s.start < s.end <= conversation.duration + 0.01 for s in result.segments)
+
+
+def test_realtime_session_on_voxtral(voxtral_server: Server, speech: Path) -> None:
+    """A manual-commit realtime turn on Voxtral: the final text per turn (random weights: any text)."""
+    import asyncio
+
+    from open_stt_server.audio import decode_audio
+    from tests.realtime_client import open_session, pcm16, transcription_session
+
+    samples = decode_audio(speech.read_bytes(), 60).samples
+
+    async def scenario():
+        s = await open_session(voxtral_server, "intent=transcription&model=voxtral-mini")
+        await s.send("session.update", session=transcription_session(turn_detection=None))
+        await s.next("session.updated")
+        await s.append(pcm16(samples))
+        await s.send("input_audio_buffer.commit")
+        done = await s.next("conversation.item.input_audio_transcription.completed", timeout=300)
+        await s.ws.close()
+        return s, done
+
+    s, done = asyncio.run(scenario())
+    deltas = [e["delta"] for e in s.of("conversation.item.input_audio_transcription.delta")]
+    assert "".join(deltas) == done["transcript"]
+    assert not s.of("error") and not s.of("conversation.item.input_audio_transcription.failed")

@@ -51,6 +51,9 @@ _DONE = object()
 WAIT_PER_AUDIO_SECOND = 0.25
 
 
+FILE_GRACE_S = 1.0  # how long past its deadline a file window waits behind realtime turns
+
+
 class Priority(IntEnum):
     """Classes of work, the lower the sooner."""
 
@@ -175,6 +178,12 @@ class ModelQueue:
             self._cond.notify()
         return job
 
+    @property
+    def spare_workers(self) -> int:
+        """Workers neither busy nor about to be: what speculative work may use without delaying anyone."""
+        with self._cond:
+            return len(self._threads) - self._running - len(self._ready)
+
     def _retry_after(self) -> int:
         waiting_audio = sum(j.remaining_s for j in self._ready)
         workers = max(1, len(self._threads))
@@ -220,7 +229,16 @@ class ModelQueue:
         takes the last worker, so a file window or a turn that arrives finds one free."""
         if not self._ready:
             return None
-        job = min(self._ready, key=lambda j: (j.priority, j.deadline, j.submitted_at))
+        now = time.monotonic()
+
+        def rank(j: Job) -> tuple[int, float, float]:
+            # A file window that has waited past its deadline by FILE_GRACE_S competes with realtime turns on
+            # deadlines: turns go first, but not so far first that a busy machine would never serve a file.
+            overdue = j.priority == Priority.FILE and now >= j.deadline + FILE_GRACE_S
+            cls = Priority.TURN if overdue else j.priority
+            return (cls, j.deadline, j.submitted_at)
+
+        job = min(self._ready, key=rank)
         if job.priority == Priority.SPECULATIVE and self._speculating >= max(1, len(self._threads) - 1):
             return None
         return job

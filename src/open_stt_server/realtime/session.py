@@ -562,6 +562,8 @@ class RealtimeSession:
         wait = min(ANTICIPATE_AFTER_SAMPLES, vad.silence_duration_ms * SAMPLE_RATE // 2000)
         if self.position - silence < wait:
             return  # a gap between words, most likely: a pass for each would be wasted work
+        if turn.partial is None and self.queue.spare_workers <= 0:
+            return  # a busy machine: speculative decodes would only take time from others
         if (
             self.position - turn.start < MIN_COMMIT_SAMPLES * 3
             or self.position - turn.start > MAX_TURN_SAMPLES
