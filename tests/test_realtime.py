@@ -528,3 +528,24 @@ def test_semantic_vad_is_server_vad_with_its_eagerness(server: Server, talk: Con
         "eagerness": "high",
     }
     assert len(done) == 3
+
+
+def test_include_logprobs(server: Server, talk: Conversation):
+    turn = talk.turns[0]
+    speech = talk.samples[int(turn.start * 16000) : int(turn.end * 16000)]
+
+    async def scenario():
+        s = await open_session(server, "intent=transcription&model=whisper-tiny.en")
+        await s.send("session.update", session={**transcription_session(turn_detection=None),
+                                                "include": ["item.input_audio_transcription.logprobs"]})  # fmt: skip
+        await s.next("session.updated")
+        await s.append(pcm16(speech))
+        await s.send("input_audio_buffer.commit")
+        done = await s.next("conversation.item.input_audio_transcription.completed")
+        await s.ws.close()
+        return done
+
+    done = run(scenario())
+    logprobs = done["logprobs"]
+    assert logprobs and all(set(p) == {"token", "logprob", "bytes"} and p["logprob"] <= 0 for p in logprobs)
+    assert "".join(p["token"] for p in logprobs).strip() == done["transcript"]

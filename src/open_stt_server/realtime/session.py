@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import re
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from open_stt_server.formats import word_logprobs
 from open_stt_server.realtime.audio import SAMPLE_RATE, InputAudio, InvalidAudio
 from open_stt_server.realtime.protocol import (
     Dialect,
@@ -509,14 +509,7 @@ class RealtimeSession:
         if language:
             fields["languages"] = [{"code": language}]
         if self.settings.logprobs:
-            fields["logprobs"] = [
-                {
-                    "token": w.word,
-                    "logprob": math.log(max(w.probability, 1e-12)),
-                    "bytes": list(w.word.encode()),
-                }
-                for w in words
-            ]
+            fields["logprobs"] = word_logprobs(words)
         self.send(event("conversation.item.input_audio_transcription.completed", **fields))
         if self.dialect == "ga":
             self.send(
@@ -529,14 +522,7 @@ class RealtimeSession:
     def _delta(self, item_id: str, piece: str, segment: Segment | None = None) -> None:
         fields: dict = {"item_id": item_id, "content_index": 0, "delta": piece}
         if self.settings.logprobs and segment is not None and segment.words:
-            fields["logprobs"] = [
-                {
-                    "token": w.word,
-                    "logprob": math.log(max(w.probability, 1e-12)),
-                    "bytes": list(w.word.encode()),
-                }
-                for w in segment.words
-            ]
+            fields["logprobs"] = word_logprobs(segment.words)
         self.send(event("conversation.item.input_audio_transcription.delta", **fields))
 
     def _failed(self, turn: CommittedTurn, message: str, code: str, kind: str = "server_error") -> None:
