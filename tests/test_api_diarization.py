@@ -6,6 +6,7 @@ import base64
 import itertools
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -294,22 +295,21 @@ def test_without_a_diarizer_the_request_says_how_to_get_one(hf_home, tmp_path):
         srv.stop()
 
 
-def test_a_missing_weights_file_fails_start_up_with_the_reason(hf_home, tmp_path):
+def start_up_error(hf_home, *args: str) -> str:
+    """Start the server with `args`, expect it to stop at start-up (exit status 1), and return what it said."""
     from tests.conftest import server_env
 
     result = subprocess.run(
-        [*_python(), "-m", "open_stt_server", "--model", "whisper-tiny.en", "--diarizer", "ge2e",
-         "--diarizer-weights", str(tmp_path / "none.pt")],
+        [sys.executable, "-m", "open_stt_server", "--model", "whisper-tiny.en", *args],
         env=server_env(hf_home), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert result.returncode == 1
-    assert "none.pt" in result.stderr and "does not exist" in result.stderr
+    assert result.returncode == 1, result.stderr
+    return result.stderr
 
 
-def _python() -> list[str]:
-    import sys
-
-    return [sys.executable]
+def test_a_missing_weights_file_fails_start_up_with_the_reason(hf_home, tmp_path):
+    said = start_up_error(hf_home, "--diarizer", "ge2e", "--diarizer-weights", str(tmp_path / "none.pt"))
+    assert "none.pt" in said and "does not exist" in said
 
 
 def test_diarized_stream_body_is_valid_sse(server: Server, conversation_wav):
@@ -344,11 +344,5 @@ def test_pyannote_without_its_package_fails_start_up_with_the_reason(hf_home):
 
     if importlib.util.find_spec("pyannote.audio") is not None:
         pytest.skip("pyannote.audio is installed here")
-    from tests.conftest import server_env
-
-    result = subprocess.run(
-        [*_python(), "-m", "open_stt_server", "--model", "whisper-tiny.en", "--diarizer", "pyannote"],
-        env=server_env(hf_home), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 1
-    assert "pyannote.audio" in result.stderr and "pip install" in result.stderr
+    said = start_up_error(hf_home, "--diarizer", "pyannote")
+    assert "pyannote.audio" in said and "pip install" in said
