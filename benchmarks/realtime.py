@@ -91,11 +91,8 @@ def turn_table(result: dict) -> list[dict]:
     events = result["events"]
     by_item: dict[str, dict] = {}
     for e in events:
-        item = e.get("item_id")
-        if item:
-            by_item.setdefault(item, {})[e["type"]] = by_item.get(item, {}).get(e["type"], e)
-        if e["type"] == "conversation.item.input_audio_transcription.delta":
-            by_item[item].setdefault("first_delta", e)
+        if e.get("item_id"):
+            by_item.setdefault(e["item_id"], {}).setdefault(e["type"], e)  # the first of each kind
     rows = []
     for item, seen in by_item.items():
         if "conversation.item.input_audio_transcription.completed" not in seen:
@@ -108,7 +105,7 @@ def turn_table(result: dict) -> list[dict]:
             "start_ms": started["audio_start_ms"],
             "end_ms": stopped["audio_end_ms"],
             "latency_s": completed["_at"] - stopped["_at"],
-            "first_delta_at": seen.get("first_delta", {}).get("_at"),
+            "first_delta_at": seen.get("conversation.item.input_audio_transcription.delta", {}).get("_at"),
             "stopped_at": stopped["_at"],
             "transcript": completed["transcript"],
         })  # fmt: skip

@@ -33,6 +33,7 @@ from open_stt_server.diarization.speakers import SegmentLabeller
 from open_stt_server.languages import language_code
 from open_stt_server.metrics import Metrics
 from open_stt_server.scheduler import EngineFailure, Job, JobCancelled, ModelQueue, QueueFull, ServedModels
+from open_stt_server.settings import Settings
 from open_stt_server.transcript import Task, TranscribeOptions
 
 log = logging.getLogger(__name__)
@@ -426,7 +427,7 @@ def _speaker_ask(request: Request, form: FormData, task: Task, response_format: 
     return SpeakerAsk(SpeakerCount(exact, low or 1, high), tuple(names), decoded)
 
 
-def _diarization_missing(settings) -> str:
+def _diarization_missing(settings: Settings) -> str:
     if settings.diarizer == "off":
         return "it was turned off (--diarizer off)."
     return f"the diarizer's packages are not installed. Install them with: {INSTALL_HINT}"
@@ -502,7 +503,7 @@ async def _speaker_turns(admitted: Admitted, timeout_s: float | None) -> Segment
     assert admitted.diarization is not None
     try:
         turns = await asyncio.wait_for(admitted.diarization.turns(), timeout_s)
-    except (TimeoutError, asyncio.CancelledError):
+    except TimeoutError:
         raise
     except Exception as exc:
         log.exception("diarization failed")

@@ -138,7 +138,7 @@ async def realtime(websocket: WebSocket) -> None:
         settings.realtime_partials,
     )
 
-    def on_turn(model: str, seconds: float, latency: float) -> None:
+    def on_turn(model: str, latency: float) -> None:
         metrics.realtime_turns.labels(model).inc()
         metrics.realtime_turn_latency.labels(model).observe(latency)
 

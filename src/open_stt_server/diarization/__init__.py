@@ -17,6 +17,8 @@ import numpy as np
 
 DIARIZERS = ("auto", "ge2e", "pyannote", "off")
 UNNAMED_PREFIX = "#"
+# A voice takes a known speaker's name when its embedding is at least this cosine-similar to the reference's.
+KNOWN_SPEAKER_SIMILARITY = 0.75
 WEIGHTS_PACKAGE = "resemblyzer"
 WEIGHTS_VERSION = "0.1.4"
 INSTALL_HINT = (

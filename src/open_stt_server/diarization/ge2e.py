@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from open_stt_server.diarization import (
+    KNOWN_SPEAKER_SIMILARITY,
     UNNAMED_PREFIX,
     DiarizationCancelled,
     DiarizationRequest,
@@ -23,6 +24,7 @@ from open_stt_server.diarization.voice_encoder import (
     VoiceEncoder,
     mel_spectrogram,
     normalize_volume,
+    window_starts,
 )
 
 WINDOW_STEP_FRAMES = 50  # a window every 0.5 s: the resolution of a speaker change
@@ -30,8 +32,6 @@ MIN_WINDOW_FRAMES = 40  # regions shorter than 0.4 s get no window of their own 
 # Speech regions: cut at pauses of 0.3 s, so most changes of speaker fall between regions.
 VAD_MIN_SILENCE_MS = 300
 VAD_PAD_MS = 100
-# A cluster takes a known speaker's name when its centre is at least this similar to the reference voice.
-KNOWN_SPEAKER_SIMILARITY = 0.75
 
 
 def speech_regions(samples: np.ndarray) -> list[tuple[int, int]]:
@@ -40,12 +40,6 @@ def speech_regions(samples: np.ndarray) -> list[tuple[int, int]]:
 
     options = VadOptions(min_silence_duration_ms=VAD_MIN_SILENCE_MS, speech_pad_ms=VAD_PAD_MS)
     return [(r["start"], r["end"]) for r in get_speech_timestamps(samples, options, SAMPLE_RATE)]
-
-
-def _window_starts(frames: int) -> list[int]:
-    if frames <= PARTIAL_FRAMES:
-        return [0]
-    return [*range(0, frames - PARTIAL_FRAMES, WINDOW_STEP_FRAMES), frames - PARTIAL_FRAMES]
 
 
 class Ge2eDiarizer:
@@ -71,7 +65,7 @@ class Ge2eDiarizer:
             mel = mel_spectrogram(normalize_volume(samples[start:end]))
             if len(mel) < MIN_WINDOW_FRAMES:
                 continue
-            for first in _window_starts(len(mel)):
+            for first in window_starts(len(mel), WINDOW_STEP_FRAMES):
                 window = mel[first : first + PARTIAL_FRAMES]
                 centre = (start + (first + len(window) / 2) * HOP_LENGTH) / SAMPLE_RATE
                 if len(window) == PARTIAL_FRAMES:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from open_stt_server.diarization import (
+    KNOWN_SPEAKER_SIMILARITY,
     UNNAMED_PREFIX,
     DiarizationCancelled,
     DiarizationRequest,
@@ -24,7 +25,6 @@ from open_stt_server.diarization import (
 
 DEFAULT_PIPELINE = "pyannote/speaker-diarization-3.1"
 SAMPLE_RATE = 16_000
-KNOWN_SPEAKER_SIMILARITY = 0.75
 
 
 class PyannoteDiarizer:

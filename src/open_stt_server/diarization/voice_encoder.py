@@ -73,6 +73,14 @@ def mel_spectrogram(samples: np.ndarray) -> np.ndarray:
     return (power.astype(np.float32) @ _FILTERS.T).astype(np.float32)
 
 
+def window_starts(frames: int, step: int) -> list[int]:
+    """First frames of 1.6 s windows every `step` frames over `frames`, the last one flush with the end (one
+    shorter window when there is less than 1.6 s)."""
+    if frames <= PARTIAL_FRAMES:
+        return [0]
+    return [*range(0, frames - PARTIAL_FRAMES, step), frames - PARTIAL_FRAMES]
+
+
 def normalize_volume(samples: np.ndarray, target_dbfs: float = TARGET_DBFS) -> np.ndarray:
     """Scale to an RMS of `target_dbfs` (the level the encoder was trained at); silence stays silence."""
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
@@ -138,10 +146,6 @@ class VoiceEncoder:
     def embed_utterance(self, samples: np.ndarray, step_frames: int = PARTIAL_FRAMES // 2) -> np.ndarray:
         """One voice embedding for a recording of one speaker: the mean of its windows' embeddings."""
         mel = mel_spectrogram(normalize_volume(samples))
-        if len(mel) <= PARTIAL_FRAMES:
-            windows = mel[None]
-        else:
-            starts = [*range(0, len(mel) - PARTIAL_FRAMES, step_frames), len(mel) - PARTIAL_FRAMES]
-            windows = np.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
+        windows = np.stack([mel[s : s + PARTIAL_FRAMES] for s in window_starts(len(mel), step_frames)])
         mean = self.embed_mels(windows).mean(axis=0)
         return mean / max(float(np.linalg.norm(mean)), 1e-9)

@@ -81,3 +81,49 @@ class InputAudio:
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples)
         return samples, seconds
+
+
+class SessionAudio:
+    """A session's uncommitted 16 kHz audio, addressed by sample offsets from the start of the session. Kept as
+    the chunks it arrived in, so an append copies nothing however long the buffer grows."""
+
+    def __init__(self) -> None:
+        self.start = 0  # offset of the first sample held
+        self._chunks: list[np.ndarray] = []
+        self._length = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def end(self) -> int:
+        """Offset just past the newest sample: how much audio the session has received."""
+        return self.start + self._length
+
+    def append(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self._chunks.append(samples)
+            self._length += len(samples)
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        """A copy of the samples held between two offsets."""
+        out, at = [], self.start
+        for chunk in self._chunks:
+            lo, hi = max(start, at), min(end, at + len(chunk))
+            if lo < hi:
+                out.append(chunk[lo - at : hi - at])
+            at += len(chunk)
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def drop_before(self, offset: int) -> None:
+        offset = min(offset, self.end)
+        while self._chunks and self.start + len(self._chunks[0]) <= offset:
+            gone = self._chunks.pop(0)
+            self.start += len(gone)
+            self._length -= len(gone)
+        if self._chunks and offset > self.start:
+            cut = offset - self.start
+            self._chunks[0] = self._chunks[0][cut:]
+            self.start, self._length = offset, self._length - cut
+        elif not self._chunks:
+            self.start = max(self.start, offset)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from open_stt_server.formats import word_logprobs
-from open_stt_server.realtime.audio import SAMPLE_RATE, InputAudio, InvalidAudio
+from open_stt_server.realtime.audio import SAMPLE_RATE, InputAudio, InvalidAudio, SessionAudio
 from open_stt_server.realtime.protocol import (
     Dialect,
     ProtocolError,
@@ -101,10 +101,6 @@ class OpenTurn:
     partial_covers: int = 0  # where the latest pass's audio ends
     last_pass: Pass | None = None
 
-    @property
-    def sent_text(self) -> str:
-        return "".join(self.sent).lstrip()
-
 
 @dataclass(frozen=True)
 class CommittedTurn:
@@ -149,7 +145,7 @@ class RealtimeSession:
         dialect: Dialect,
         send: Callable[[dict], None],
         limits: SessionLimits,
-        on_turn: Callable[[str, float, float], None] | None = None,
+        on_turn: Callable[[str, float], None] | None = None,
     ) -> None:
         self.id = new_id("sess")
         self.served = served
@@ -158,15 +154,13 @@ class RealtimeSession:
         self.dialect = dialect
         self.send = send
         self.limits = limits
-        self.on_turn = on_turn  # (model, audio seconds, end-of-speech → completed seconds)
+        self.on_turn = on_turn  # (model, seconds from the end of speech or the commit to completed)
         self.started = time.monotonic()
         self.expires_at = int(time.time() + limits.max_session_s)
         self.stats = SessionStats()
         self.input = InputAudio(settings.format)
         self.detector = TurnDetector(settings.vad or VadSettings())
-        self.position = 0  # samples written in the session
-        self.buffer_start = 0  # sample offset of `buffer[0]`
-        self.buffer = np.zeros(0, dtype=np.float32)
+        self.audio = SessionAudio()  # the uncommitted audio
         self.open: OpenTurn | None = None
         self.previous_item: str | None = None
         self.heard_speech = False  # manual mode: the VAD heard speech since the last commit (gates partials)
@@ -276,22 +270,20 @@ class RealtimeSession:
             raise ProtocolError("'audio' must be base64-encoded audio.", "audio", "invalid_audio")
         samples, seconds = self.input.decode(audio)
         self.stats.audio_seconds += seconds
-        start = self.position
-        self.position += len(samples)
-        self.buffer = np.concatenate([self.buffer, samples]) if len(self.buffer) else samples
+        self.audio.append(samples)
         if self.vad is None:
-            self._append_manual(samples, start)
+            self._append_manual(samples)
         else:
             self._append_vad(samples)
         self._anticipate()
         self._maybe_partial()
 
-    def _append_manual(self, samples: np.ndarray, start: int) -> None:
+    def _append_manual(self, samples: np.ndarray) -> None:
         if self.open is None:
-            self.open = OpenTurn(new_id("item"), self.buffer_start)
+            self.open = OpenTurn(new_id("item"), self.audio.start)
         if any(isinstance(e, SpeechStarted) for e in self.detector.feed(samples)) or self.detector.speaking:
             self.heard_speech = True
-        if len(self.buffer) > self.limits.max_buffer_s * SAMPLE_RATE:
+        if len(self.audio) > self.limits.max_buffer_s * SAMPLE_RATE:
             self.send(
                 error_event(
                     f"The uncommitted audio passed this server's {self.limits.max_buffer_s:g} s limit; it was "
@@ -307,7 +299,7 @@ class RealtimeSession:
         assert vad is not None
         for happened in self.detector.feed(samples):
             if isinstance(happened, SpeechStarted):
-                start = max(happened.at - vad.prefix_padding_ms * SAMPLE_RATE // 1000, self.buffer_start)
+                start = max(happened.at - vad.prefix_padding_ms * SAMPLE_RATE // 1000, self.audio.start)
                 self.open = OpenTurn(new_id("item"), start)
                 self.send(
                     event(
@@ -333,7 +325,7 @@ class RealtimeSession:
             )
         if self.open is None:
             keep = (vad.prefix_padding_ms * SAMPLE_RATE) // 1000 + SAMPLE_RATE // 10
-            self._drop_before(self.position - keep)
+            self.audio.drop_before(self.position - keep)
 
     def _stop_and_commit(self, end: int) -> None:
         assert self.open is not None
@@ -344,7 +336,7 @@ class RealtimeSession:
         self._commit(end, speech_end=speech_end)
 
     def commit_by_client(self) -> None:
-        start = self.open.start if self.open is not None else self.buffer_start
+        start = self.open.start if self.open is not None else self.audio.start
         if self.position - start < MIN_COMMIT_SAMPLES:
             held = (self.position - start) / SAMPLE_RATE * 1000
             raise ProtocolError(
@@ -362,7 +354,7 @@ class RealtimeSession:
 
     def clear(self) -> None:
         self._drop_open_turn()
-        self._drop_before(self.position)
+        self.audio.drop_before(self.position)
         if self.vad is not None:
             self.detector.reset()
         self.heard_speech = False
@@ -370,13 +362,10 @@ class RealtimeSession:
 
     # -- turns --------------------------------------------------------------------------------------------
 
-    def _drop_before(self, sample: int) -> None:
-        if sample > self.buffer_start:
-            self.buffer = self.buffer[sample - self.buffer_start :]
-            self.buffer_start = sample
-
-    def _audio(self, start: int, end: int) -> np.ndarray:
-        return self.buffer[max(0, start - self.buffer_start) : max(0, end - self.buffer_start)].copy()
+    @property
+    def position(self) -> int:
+        """Samples (16 kHz) received in the session: the offset events are measured from."""
+        return self.audio.end
 
     def _drop_open_turn(self) -> None:
         if self.open is not None and self.open.partial is not None:
@@ -405,8 +394,8 @@ class RealtimeSession:
             turn.item_id, end, speech_end, turn.last_pass.covered if turn.last_pass else None,
             turn.partial_covers, "ready" if ready else "pending" if pending else "fresh decode",
         )  # fmt: skip
-        samples = self._audio(turn.start, end)
-        self._drop_before(end)
+        samples = self.audio.slice(turn.start, end)
+        self.audio.drop_before(end)
         self.send(
             event("input_audio_buffer.committed", item_id=turn.item_id, previous_item_id=self.previous_item)
         )
@@ -517,7 +506,7 @@ class RealtimeSession:
             )
         self.stats.turns += 1
         if self.on_turn is not None:
-            self.on_turn(self.queue.name, turn.seconds, time.monotonic() - turn.ended_at)
+            self.on_turn(self.queue.name, time.monotonic() - turn.ended_at)
 
     def _delta(self, item_id: str, piece: str, segment: Segment | None = None) -> None:
         fields: dict = {"item_id": item_id, "content_index": 0, "delta": piece}
@@ -562,7 +551,7 @@ class RealtimeSession:
             turn.partial.cancel()  # still queued, and it ends before the silence: replace it
         turn.partial_covers = self.position
         turn.partial = asyncio.create_task(
-            self._partial(turn, self._audio(turn.start, self.position), self.position)
+            self._partial(turn, self.audio.slice(turn.start, self.position), self.position)
         )
 
     def _maybe_partial(self) -> None:
@@ -578,7 +567,7 @@ class RealtimeSession:
         if self.position - turn.start > MAX_TURN_SAMPLES:
             return  # a long manual buffer: its words come with the final decode
         turn.partial_covers = self.position
-        samples = self._audio(turn.start, self.position)
+        samples = self.audio.slice(turn.start, self.position)
         turn.partial = asyncio.create_task(self._partial(turn, samples, self.position))
 
     async def _partial(self, turn: OpenTurn, samples: np.ndarray, end: int) -> Pass | None:
