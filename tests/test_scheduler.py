@@ -101,3 +101,33 @@ def test_priority_classes_come_before_deadlines(tiny) -> None:
     order = asyncio.run(run())
     assert [name for name in order if name != "blocker"] == ["turn", "file", "speculative"]
     assert order[-1] == "speculative"  # even the blocker's remaining steps go before it
+
+
+def test_an_overdue_file_competes_with_turns_on_deadlines(tiny) -> None:
+    """Turns go first, but a file that has waited past its deadline plus the grace is no longer passed by a turn
+    that arrived after it (with no grace and no audio left to wait for, the file is overdue from the start)."""
+    short = clips()
+    options = TranscribeOptions(language="en")
+
+    async def run() -> list[str]:
+        queue = ModelQueue("tiny", tiny, workers=1, max_queue=16, file_grace_s=0.0)
+        order: list[str] = []
+        try:
+            blocker = queue.submit(short[0], options, 2.0)
+            while blocker.started_at is None:
+                await asyncio.sleep(0.001)
+            jobs = {
+                "file": queue.submit(short[2], options, 0.0),
+                "turn": queue.submit(short[1], options, 3.0, Priority.TURN),
+            }
+
+            async def finish(name: str, job: scheduler.Job) -> None:
+                await job.result()
+                order.append(name)
+
+            await asyncio.gather(blocker.result(), *(finish(n, j) for n, j in jobs.items()))
+            return order
+        finally:
+            queue.stop()
+
+    assert asyncio.run(run()) == ["file", "turn"]

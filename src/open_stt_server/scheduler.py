@@ -130,8 +130,10 @@ class ModelQueue:
         workers: int,
         max_queue: int,
         on_finished: Callable[[Job], None] | None = None,
+        file_grace_s: float = FILE_GRACE_S,
     ) -> None:
         self.name = name
+        self.file_grace_s = file_grace_s
         self.engine = engine
         self.max_queue = max_queue
         self._ready: list[Job] = []
@@ -232,9 +234,9 @@ class ModelQueue:
         now = time.monotonic()
 
         def rank(j: Job) -> tuple[int, float, float]:
-            # A file window that has waited past its deadline by FILE_GRACE_S competes with realtime turns on
+            # A file window that has waited past its deadline by file_grace_s competes with realtime turns on
             # deadlines: turns go first, but not so far first that a busy machine would never serve a file.
-            overdue = j.priority == Priority.FILE and now >= j.deadline + FILE_GRACE_S
+            overdue = j.priority == Priority.FILE and now >= j.deadline + self.file_grace_s
             cls = Priority.TURN if overdue else j.priority
             return (cls, j.deadline, j.submitted_at)
 
