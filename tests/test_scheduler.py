@@ -82,12 +82,13 @@ def test_priority_classes_come_before_deadlines(tiny) -> None:
             blocker = queue.submit(short[0], options, 2.0)
             while blocker.started_at is None:  # the worker is busy with it before the others arrive
                 await asyncio.sleep(0.001)
-            jobs = {
-                "speculative": queue.submit(short[1], options, 1.0, Priority.SPECULATIVE),
-                "file": queue.submit(short[2], options, 1.0),
-                "turn": queue.submit(short[1], options, 3.0, Priority.TURN),
-                "blocker": blocker,
-            }
+            with queue._cond:  # all three wait together: the worker cannot take one before the others exist
+                jobs = {
+                    "speculative": queue.submit(short[1], options, 1.0, Priority.SPECULATIVE),
+                    "file": queue.submit(short[2], options, 1.0),
+                    "turn": queue.submit(short[1], options, 3.0, Priority.TURN),
+                    "blocker": blocker,
+                }
 
             async def finish(name: str, job: scheduler.Job) -> None:
                 await job.result()
@@ -116,10 +117,11 @@ def test_an_overdue_file_competes_with_turns_on_deadlines(tiny) -> None:
             blocker = queue.submit(short[0], options, 2.0)
             while blocker.started_at is None:
                 await asyncio.sleep(0.001)
-            jobs = {
-                "file": queue.submit(short[2], options, 0.0),
-                "turn": queue.submit(short[1], options, 3.0, Priority.TURN),
-            }
+            with queue._cond:
+                jobs = {
+                    "file": queue.submit(short[2], options, 0.0),
+                    "turn": queue.submit(short[1], options, 3.0, Priority.TURN),
+                }
 
             async def finish(name: str, job: scheduler.Job) -> None:
                 await job.result()

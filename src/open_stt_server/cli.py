@@ -225,7 +225,11 @@ class ConfigError(ValueError):
 
 
 def settings_from(argv: Sequence[str] | None = None) -> Settings:
-    args = build_parser().parse_args(argv)
+    return settings_from_args(build_parser().parse_args(argv))
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from parsed flags, each missing one from its environment variable, then validated."""
     values: dict[str, object] = {}
 
     def pick(flag_value, env_names: tuple[str, ...], convert, key: str) -> None:
@@ -322,6 +326,11 @@ def _validate(s: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ray"]:
+        from open_stt_server.cluster.command import main as cluster_main
+
+        return cluster_main(argv[1:])
     try:
         settings = settings_from(argv)
     except ConfigError as exc:

@@ -10,6 +10,10 @@ while a long file is being transcribed has the nearer deadline and starts at the
 of waiting for the long file to finish; but a deadline never moves later, so anything submitted after a job's
 deadline waits behind it: no request can be passed for ever (shortest-first alone let clips a little longer
 than their neighbours wait while newer, shorter ones kept passing them).
+
+Routes and realtime sessions reach a model only through `TranscriptionQueue` (`admit` an upload or samples, get
+a job to stream or await): `ModelQueue` here, and in cluster mode `cluster.remote.RemoteModelQueue`, which sends
+the same call to a model replica on another machine.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol
 
+import anyio
 import numpy as np
 
-from open_stt_server.engines import Decoding, Engine, lower_current_thread_priority
+from open_stt_server.audio import Audio, decode_audio
+from open_stt_server.engines import Capabilities, Decoding, Engine, lower_current_thread_priority
 from open_stt_server.transcript import Segment, TranscribeOptions, Transcript
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,15 @@ class JobCancelled(RuntimeError):
 
 class EngineFailure(RuntimeError):
     """The engine raised while decoding: a bug or a resource problem, not the client's fault."""
+
+
+class ModelUnavailable(RuntimeError):
+    """No replica of the model can take or finish the request right now (cluster mode): retry later."""
+
+    def __init__(self, message: str, retry_after_s: int = 5, code: str = "model_unavailable") -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.code = code
 
 
 _DONE = object()
@@ -77,6 +93,7 @@ class Job:
     error: BaseException | None = None
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     started_at: float | None = None
+    served_by: str | None = None  # which process decodes it, when that is not this one (cluster mode)
 
     @property
     def remaining_s(self) -> float:
@@ -120,6 +137,58 @@ class Job:
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
 
 
+class TranscriptionJob(Protocol):
+    """An admitted request: its segments as they are decoded, or the whole transcript."""
+
+    duration_s: float
+    priority: (
+        Priority  # raising it while the job waits moves it up (on this machine; a replica keeps its own)
+    )
+    language: str | None
+    started_at: float | None  # when decoding began (monotonic, this process)
+    error: BaseException | None
+    served_by: str | None
+
+    @property
+    def transcript(self) -> Transcript: ...
+
+    def stream(self) -> AsyncIterator[Segment]: ...
+
+    async def result(self) -> Transcript: ...
+
+    def cancel(self) -> None: ...
+
+
+class TranscriptionQueue(Protocol):
+    """What routes and realtime sessions use to reach one model, on this machine or on a cluster."""
+
+    name: str
+    engine: Engine | Capabilities  # what the model can do; validation reads only capabilities
+    on_finished: Callable[[TranscriptionJob], None] | None
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def running(self) -> int: ...
+
+    @property
+    def spare_workers(self) -> int: ...
+
+    async def admit(
+        self,
+        audio: bytes | Audio,
+        options: TranscribeOptions,
+        priority: Priority = Priority.FILE,
+        max_audio_s: float = float("inf"),
+    ) -> TranscriptionJob:
+        """Queue a request: an upload (decoded where the model runs) or decoded samples. Raises AudioError /
+        AudioTooLong for bad audio and QueueFull (or ModelUnavailable) before the job exists."""
+        ...
+
+    def stop(self) -> None: ...
+
+
 class ModelQueue:
     """One model's admitted jobs (running or waiting) and the worker threads that step them."""
 
@@ -142,7 +211,7 @@ class ModelQueue:
         self._speculating = 0  # speculative steps running
         self._cond = threading.Condition()
         self._stopping = False
-        self._on_finished = on_finished
+        self.on_finished = on_finished
         self._seconds_per_audio_second = 0.3  # running estimate, for Retry-After
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-worker-{i}", daemon=True)
@@ -179,6 +248,17 @@ class ModelQueue:
             self._ready.append(job)
             self._cond.notify()
         return job
+
+    async def admit(
+        self,
+        audio: bytes | Audio,
+        options: TranscribeOptions,
+        priority: Priority = Priority.FILE,
+        max_audio_s: float = float("inf"),
+    ) -> Job:
+        if isinstance(audio, bytes):
+            audio = await anyio.to_thread.run_sync(decode_audio, audio, max_audio_s)
+        return self.submit(audio.samples, options, audio.duration_s, priority)
 
     @property
     def spare_workers(self) -> int:
@@ -279,9 +359,9 @@ class ModelQueue:
                 took / job.duration_s
             )
         job._emit(_DONE)
-        if self._on_finished is not None:
+        if self.on_finished is not None:
             try:
-                self._on_finished(job)
+                self.on_finished(job)
             except Exception:  # metrics must never break serving
                 log.exception("on_finished hook failed")
 
@@ -291,7 +371,7 @@ class ServedModels:
 
     def __init__(
         self,
-        queues: dict[str, ModelQueue],
+        queues: dict[str, TranscriptionQueue],
         default: str,
         loaded_at: int,
         load_seconds: dict[str, float] | None = None,
@@ -306,7 +386,7 @@ class ServedModels:
     def names(self) -> list[str]:
         return sorted(self.queues)
 
-    def resolve(self, requested: str | None) -> ModelQueue | None:
+    def resolve(self, requested: str | None) -> TranscriptionQueue | None:
         """The queue serving `requested`; None when no loaded model answers to that name."""
         from open_stt_server.catalog import ALIASES, OPENAI_WHISPER_ALIAS
 

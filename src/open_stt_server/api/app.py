@@ -18,9 +18,9 @@ from open_stt_server.api.middleware import RequestLog, UploadLimit
 from open_stt_server.diarization import DiarizerUnavailable, load_diarizer
 from open_stt_server.diarization.checkpoint import CheckpointError
 from open_stt_server.diarization.service import DiarizationService
-from open_stt_server.engines import EngineUnavailable, load_engine, require_engine
+from open_stt_server.engines import Engine, EngineUnavailable, load_engine, require_engine
 from open_stt_server.metrics import Metrics
-from open_stt_server.scheduler import ModelQueue, ServedModels
+from open_stt_server.scheduler import ModelQueue, ServedModels, TranscriptionQueue
 from open_stt_server.settings import Settings
 
 log = logging.getLogger("open_stt_server")
@@ -30,11 +30,15 @@ class StartupError(RuntimeError):
     """The server cannot start as configured; the message says why and what to change."""
 
 
-def load_models(settings: Settings) -> ServedModels:
+def model_specs(settings: Settings) -> list[catalog.ModelSpec]:
     try:
-        specs = [catalog.lookup(name) for name in settings.models]
+        return [catalog.lookup(name) for name in settings.models]
     except catalog.UnknownModel as exc:
         raise StartupError(str(exc)) from None
+
+
+def model_roles(settings: Settings, specs: list[catalog.ModelSpec]) -> tuple[str, dict[str, str]]:
+    """The default model, and the OpenAI names (whisper-1 aside) mapped to the loaded model serving each."""
     names = [s.name for s in specs]
 
     def loaded(flag: str, wanted: str) -> str:
@@ -55,38 +59,46 @@ def load_models(settings: Settings) -> ServedModels:
 
     default = loaded("--default-model", settings.default_model) if settings.default_model else names[0]
     diarize_model = loaded("--diarize-model", settings.diarize_model) if settings.diarize_model else default
-    queues: dict[str, ModelQueue] = {}
-    load_seconds: dict[str, float] = {}
-    try:
-        for spec in specs:
-            started = time.perf_counter()
-            try:
-                require_engine(spec)
-                weights = hub.resolve_weights(spec, settings.download)
-                engine = load_engine(spec, weights, settings)
-            except (hub.WeightsUnavailable, EngineUnavailable) as exc:
-                raise StartupError(str(exc)) from None
-            except (RuntimeError, ValueError, OSError) as exc:
-                raise StartupError(f"Could not load model '{spec.name}' from {spec.source}: {exc}") from None
-            took = load_seconds[spec.name] = time.perf_counter() - started
-            log.info(
-                "loaded %s from %s on %s (%s) in %.2fs",
-                spec.name,
-                weights,
-                engine.device,
-                engine.compute_type,
-                took,
-            )
-            queues[spec.name] = ModelQueue(spec.name, engine, settings.workers, settings.max_queue)
-    except BaseException:
-        for queue in queues.values():
-            queue.stop()
-        raise
     realtime_model = (
         loaded("--realtime-model", settings.realtime_model) if settings.realtime_model else default
     )
     aliases = {name: realtime_model for name in catalog.OPENAI_TRANSCRIBE_ALIASES}
     aliases[catalog.OPENAI_DIARIZE_ALIAS] = diarize_model
+    return default, aliases
+
+
+def load_model(spec: catalog.ModelSpec, settings: Settings) -> tuple[Engine, float]:
+    """The model's engine with its weights (from the hub cache, or fetched with --download), and the seconds
+    that took; a StartupError that says what to do when it cannot load."""
+    started = time.perf_counter()
+    try:
+        require_engine(spec)
+        weights = hub.resolve_weights(spec, settings.download)
+        engine = load_engine(spec, weights, settings)
+    except (hub.WeightsUnavailable, EngineUnavailable) as exc:
+        raise StartupError(str(exc)) from None
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise StartupError(f"Could not load model '{spec.name}' from {spec.source}: {exc}") from None
+    took = time.perf_counter() - started
+    log.info(
+        "loaded %s from %s on %s (%s) in %.2fs", spec.name, weights, engine.device, engine.compute_type, took
+    )
+    return engine, took
+
+
+def load_models(settings: Settings) -> ServedModels:
+    specs = model_specs(settings)
+    default, aliases = model_roles(settings, specs)
+    queues: dict[str, TranscriptionQueue] = {}
+    load_seconds: dict[str, float] = {}
+    try:
+        for spec in specs:
+            engine, load_seconds[spec.name] = load_model(spec, settings)
+            queues[spec.name] = ModelQueue(spec.name, engine, settings.workers, settings.max_queue)
+    except BaseException:
+        for queue in queues.values():
+            queue.stop()
+        raise
     return ServedModels(queues, default, int(time.time()), load_seconds, aliases)
 
 
@@ -122,7 +134,7 @@ def create_app(
             metrics.model_load_seconds.labels(name).set(seconds)
         metrics.watch_queues(served.depths)
         for name, queue in served.queues.items():
-            queue._on_finished = audio_routes.finished_job_recorder(metrics, name)
+            queue.on_finished = audio_routes.finished_job_recorder(metrics, name)
         try:
             yield
         finally:

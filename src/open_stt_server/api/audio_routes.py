@@ -21,7 +21,7 @@ from starlette.formparsers import MultiPartException
 from open_stt_server import formats
 from open_stt_server.api.auth import require_api_key
 from open_stt_server.api.errors import APIError, bad_request, envelope
-from open_stt_server.audio import AudioError, AudioTooLong, decode_audio
+from open_stt_server.audio import Audio, AudioError, AudioTooLong, decode_audio
 from open_stt_server.diarization import (
     INSTALL_HINT,
     DiarizationRequest,
@@ -32,7 +32,15 @@ from open_stt_server.diarization.service import DiarizationJob
 from open_stt_server.diarization.speakers import SegmentLabeller
 from open_stt_server.languages import language_code
 from open_stt_server.metrics import Metrics
-from open_stt_server.scheduler import EngineFailure, Job, JobCancelled, ModelQueue, QueueFull, ServedModels
+from open_stt_server.scheduler import (
+    EngineFailure,
+    JobCancelled,
+    ModelUnavailable,
+    QueueFull,
+    ServedModels,
+    TranscriptionJob,
+    TranscriptionQueue,
+)
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import Task, TranscribeOptions
 
@@ -56,7 +64,7 @@ class AudioRequest:
 
     data: bytes
     filename: str
-    queue: ModelQueue
+    queue: TranscriptionQueue
     model_id: str
     response_format: str
     options: TranscribeOptions
@@ -77,7 +85,7 @@ class SpeakerAsk:
 
 @dataclass
 class Admitted:
-    job: Job
+    job: TranscriptionJob
     diarization: DiarizationJob | None = None
     known_names: tuple[str, ...] = ()
 
@@ -454,17 +462,19 @@ def _data_url(index: int, value: str) -> bytes:
 
 
 async def _admit(request: Request, parsed: AudioRequest) -> Admitted:
+    """Queue the request with its model. The upload is decoded where the model runs (in cluster mode, on its
+    replica); a request for speaker labels decodes it here too, for the diarizer beside the app."""
     settings = request.app.state.settings
+    audio: bytes | Audio = parsed.data
     try:
-        audio = await anyio.to_thread.run_sync(decode_audio, parsed.data, settings.max_audio_seconds)
+        if parsed.speakers is not None:
+            audio = await anyio.to_thread.run_sync(decode_audio, parsed.data, settings.max_audio_seconds)
+        known = await _known_speakers(parsed.speakers) if parsed.speakers else ()
+        job = await parsed.queue.admit(audio, parsed.options, max_audio_s=settings.max_audio_seconds)
     except AudioTooLong as exc:
         raise APIError(413, str(exc), param="file", code="audio_too_long") from None
     except AudioError as exc:
         raise bad_request(str(exc), "file", "invalid_audio") from None
-    request.state.audio_seconds = audio.duration_s
-    known = await _known_speakers(parsed.speakers) if parsed.speakers else ()
-    try:
-        job = parsed.queue.submit(audio.samples, parsed.options, audio.duration_s)
     except QueueFull as exc:
         raise APIError(
             429,
@@ -473,7 +483,10 @@ async def _admit(request: Request, parsed: AudioRequest) -> Admitted:
             type="rate_limit_error",
             headers={"Retry-After": str(exc.retry_after_s)},
         ) from None
-    if parsed.speakers is None:
+    except ModelUnavailable as exc:
+        raise _job_error(exc) from None
+    request.state.audio_seconds = job.duration_s
+    if parsed.speakers is None or not isinstance(audio, Audio):
         return Admitted(job)
     service = request.app.state.diarization
     diarization = service.submit(audio.samples, DiarizationRequest(parsed.speakers.count, known))
@@ -514,6 +527,10 @@ async def _speaker_turns(admitted: Admitted, timeout_s: float | None) -> Segment
 
 
 def _job_error(exc: BaseException) -> APIError:
+    if isinstance(exc, ModelUnavailable):
+        return APIError(
+            503, str(exc), code=exc.code, type="server_error", headers={"Retry-After": str(exc.retry_after_s)}
+        )
     if isinstance(exc, JobCancelled):
         return APIError(
             503,
@@ -536,7 +553,7 @@ def _timeout_error(seconds: float) -> APIError:
     )
 
 
-async def _wait_for_result(request: Request, job: Job, timeout_s: float):
+async def _wait_for_result(request: Request, job: TranscriptionJob, timeout_s: float):
     """The finished transcript; cancels the job if the client goes away or the timeout passes."""
     result = asyncio.ensure_future(job.result())
 
@@ -552,7 +569,7 @@ async def _wait_for_result(request: Request, job: Job, timeout_s: float):
         if result in done:
             try:
                 return result.result()
-            except (JobCancelled, EngineFailure) as exc:
+            except (JobCancelled, EngineFailure, ModelUnavailable) as exc:
                 raise _job_error(exc) from None
         job.cancel()
         if watcher in done:
@@ -639,7 +656,7 @@ async def _events(admitted: Admitted, parsed: AudioRequest, timeout_s: float) ->
         yield formats.done_event(job.transcript, logprobs=parsed.logprobs, text=text)
     except TimeoutError:
         yield formats.error_event(_timeout_error(timeout_s).envelope)
-    except (JobCancelled, EngineFailure) as exc:
+    except (JobCancelled, EngineFailure, ModelUnavailable) as exc:
         yield formats.error_event(_job_error(exc).envelope)
     except APIError as exc:
         yield formats.error_event(exc.envelope)
@@ -658,8 +675,8 @@ def _pieces(text: str, first: bool) -> list[str]:
     return list(text_pieces([text], first=first))
 
 
-def finished_job_recorder(metrics: Metrics, model: str) -> Callable[[Job], None]:
-    def record(job: Job) -> None:
+def finished_job_recorder(metrics: Metrics, model: str) -> Callable[[TranscriptionJob], None]:
+    def record(job: TranscriptionJob) -> None:
         if job.error is None and job.started_at is not None and job.duration_s > 0:
             metrics.audio_seconds.labels(model).inc(job.duration_s)
             metrics.real_time_factor.labels(model).observe(

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from open_stt_server.catalog import ModelSpec
+from open_stt_server.languages import LANGUAGE_NAMES
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import Segment, TranscribeOptions
 
@@ -44,6 +45,49 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# The language codes Voxtral takes (its engine module imports torch, so they are kept here for the catalog).
+VOXTRAL_LANGUAGES = frozenset(code for code in LANGUAGE_NAMES if len(code) == 2 and code != "jw")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do, without the model: what request validation and /v1/models read (cluster mode keeps
+    the engine in a replica on another machine)."""
+
+    spec: ModelSpec
+    english_only: bool
+    supports_translation: bool
+    supports_word_timestamps: bool
+    supports_prompt: bool
+    languages: frozenset[str] | None
+    device: str = "remote"
+    compute_type: str = "remote"
+
+    def close(self) -> None:
+        """Nothing to release: the engine lives elsewhere."""
+
+
+def capabilities(spec: ModelSpec) -> Capabilities:
+    """A catalog entry's capabilities, known without loading it (a local directory's language coverage is
+    known only to its engine: use `capabilities_of` on a loaded one)."""
+    if spec.engine == "voxtral":
+        return Capabilities(spec, False, False, False, False, VOXTRAL_LANGUAGES)
+    return Capabilities(spec, spec.english_only, not spec.english_only, True, True, None)
+
+
+def capabilities_of(engine: Engine) -> Capabilities:
+    return Capabilities(
+        engine.spec,
+        engine.english_only,
+        engine.supports_translation,
+        engine.supports_word_timestamps,
+        engine.supports_prompt,
+        engine.languages,
+        engine.device,
+        engine.compute_type,
+    )
 
 
 class EngineUnavailable(RuntimeError):

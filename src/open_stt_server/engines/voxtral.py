@@ -30,8 +30,7 @@ from transformers import (
 from open_stt_server.audio import SAMPLE_RATE
 from open_stt_server.catalog import ModelSpec
 from open_stt_server.chunking import Piece, is_silent, quiet_pieces, speech_pieces, speech_regions
-from open_stt_server.engines import Decoding, EngineUnavailable
-from open_stt_server.languages import LANGUAGE_NAMES
+from open_stt_server.engines import VOXTRAL_LANGUAGES, Decoding, EngineUnavailable
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import Segment, TranscribeOptions
 
@@ -110,7 +109,7 @@ class VoxtralEngine:
     supports_word_timestamps = False
     supports_prompt = False
     # The request template takes ISO 639-1 codes: Whisper's three-letter and made-up ones (haw, yue, jw) do not fit.
-    languages = frozenset(code for code in LANGUAGE_NAMES if len(code) == 2 and code != "jw")
+    languages = VOXTRAL_LANGUAGES
 
     def __init__(self, spec: ModelSpec, weights: Path, settings: Settings) -> None:
         self.spec = spec

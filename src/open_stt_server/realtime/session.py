@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from open_stt_server.audio import Audio
 from open_stt_server.formats import word_logprobs
 from open_stt_server.realtime.audio import SAMPLE_RATE, InputAudio, InvalidAudio, SessionAudio
 from open_stt_server.realtime.protocol import (
@@ -38,12 +39,13 @@ from open_stt_server.realtime.protocol import (
 from open_stt_server.realtime.vad import SpeechStarted, TurnDetector, VadSettings
 from open_stt_server.scheduler import (
     EngineFailure,
-    Job,
     JobCancelled,
-    ModelQueue,
+    ModelUnavailable,
     Priority,
     QueueFull,
     ServedModels,
+    TranscriptionJob,
+    TranscriptionQueue,
 )
 from open_stt_server.transcript import Segment, TranscribeOptions, Word
 
@@ -97,7 +99,7 @@ class OpenTurn:
     sent: list[str] = field(default_factory=list)  # words sent as deltas, each with its leading space
     hypothesis: list[str] = field(default_factory=list)  # the latest pass's words
     partial: asyncio.Task | None = None  # the pass under way
-    partial_job: Job | None = None
+    partial_job: TranscriptionJob | None = None
     partial_covers: int = 0  # where the latest pass's audio ends
     last_pass: Pass | None = None
 
@@ -140,7 +142,7 @@ class RealtimeSession:
     def __init__(
         self,
         served: ServedModels,
-        queue: ModelQueue,
+        queue: TranscriptionQueue,
         settings: SessionSettings,
         dialect: Dialect,
         send: Callable[[dict], None],
@@ -468,25 +470,29 @@ class RealtimeSession:
             heard(ready.text)
             language = ready.language or language
         elif len(turn.samples) >= MIN_COMMIT_SAMPLES:
+            job = None
             try:
-                job = self.queue.submit(
-                    turn.samples, self._options(), len(turn.samples) / SAMPLE_RATE, Priority.TURN
+                job = await self.queue.admit(
+                    Audio(turn.samples, len(turn.samples) / SAMPLE_RATE), self._options(), Priority.TURN
                 )
-            except QueueFull as exc:
-                self._failed(turn, str(exc), "queue_full", "rate_limit_error")
-                return
-            try:
                 async for segment in job.stream():
                     heard(segment.text, segment)
                     words.extend(segment.words or ())
                 language = job.language or language
+            except QueueFull as exc:
+                self._failed(turn, str(exc), "queue_full", "rate_limit_error")
+                return
+            except ModelUnavailable as exc:
+                self._failed(turn, str(exc), exc.code)
+                return
             except (EngineFailure, JobCancelled) as exc:
                 self._failed(
                     turn, str(exc) or "The model failed to decode this turn.", "transcription_failed"
                 )
                 return
             finally:
-                job.cancel()
+                if job is not None:
+                    job.cancel()
         if turn.sent:  # deltas are append-only: the final goes on from where the words sent live end in it
             send(final[aligned_prefix(turn.sent, final) :])
         fields: dict = {
@@ -574,16 +580,16 @@ class RealtimeSession:
         """Decode the open turn so far (spare capacity only), send the words this pass and the one before agree
         on, and keep the result: when it heard the whole turn it is the final transcript."""
         try:
-            job = self.queue.submit(
-                samples, self._options(), len(samples) / SAMPLE_RATE, Priority.SPECULATIVE
+            job = await self.queue.admit(
+                Audio(samples, len(samples) / SAMPLE_RATE), self._options(), Priority.SPECULATIVE
             )
-        except QueueFull:
+        except (QueueFull, ModelUnavailable):
             turn.partial = None
             return None
         turn.partial_job = job
         try:
             transcript = await job.result()
-        except (EngineFailure, JobCancelled):
+        except (EngineFailure, JobCancelled, QueueFull, ModelUnavailable):
             turn.partial = None
             return None
         except asyncio.CancelledError:
