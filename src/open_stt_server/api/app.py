@@ -120,8 +120,10 @@ def create_app(
     settings: Settings,
     models: ServedModels | None = None,
     speaker_labels: DiarizationService | bool | None = True,
+    echo_request_id: bool = True,
 ) -> FastAPI:
-    """`speaker_labels`: the diarization service, None for none, True to load what the settings choose."""
+    """`speaker_labels`: the diarization service, None for none, True to load what the settings choose;
+    `echo_request_id`: False behind a proxy that already returns X-Request-ID (Ray Serve's)."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -169,7 +171,7 @@ def create_app(
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(RequestLog, metrics=metrics)
+    app.add_middleware(RequestLog, metrics=metrics, echo_request_id=echo_request_id)
     return app
 
 

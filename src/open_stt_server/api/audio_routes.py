@@ -586,11 +586,12 @@ async def _respond(request: Request, task: Task) -> Response:
     parsed = await parse_request(request, task)
     admitted = await _admit(request, parsed)
     settings = request.app.state.settings
+    served_by = {"X-Served-By": admitted.job.served_by} if admitted.job.served_by else {}
     if parsed.stream:
         return StreamingResponse(
             _events(admitted, parsed, settings.request_timeout_s),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **served_by},
         )
     started = time.monotonic()
     try:
@@ -617,7 +618,7 @@ async def _respond(request: Request, task: Task) -> Response:
         usage=task == "transcribe",
         diarized=diarized,
     )
-    return Response(body, media_type=content_type)
+    return Response(body, media_type=content_type, headers=served_by)
 
 
 async def _events(admitted: Admitted, parsed: AudioRequest, timeout_s: float) -> AsyncIterator[bytes]:

@@ -91,9 +91,10 @@ class UploadLimit:
 class RequestLog:
     """Request id in and out (X-Request-ID), one access-log line per request, request metrics."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, echo_request_id: bool = True) -> None:
         self.app = app
         self.metrics = metrics
+        self.echo_request_id = echo_request_id  # off behind a proxy that echoes the same id (Ray Serve's)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,8 +111,9 @@ class RequestLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                if self.echo_request_id:
+                    message.setdefault("headers", [])
+                    message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:

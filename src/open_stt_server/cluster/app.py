@@ -136,7 +136,8 @@ class Ingress:
                 self.slots[spec.name],
             )
         served = ServedModels(queues, default, int(time.time()), {}, aliases)
-        return create_app(self.settings, served)
+        # Serve's proxy returns X-Request-ID itself (the client's, or one it made and handed to us).
+        return create_app(self.settings, served, echo_request_id=False)
 
 
 def _serve_options(name: str, d: Deployment, settings: Settings, options: ClusterOptions) -> dict:
@@ -183,7 +184,7 @@ def application(settings: Settings, options: ClusterOptions) -> serve.Applicatio
         model = serve.deployment(ModelServer).options(**_serve_options(spec.name, d, settings, options))
         handles[spec.name] = model.bind(spec.name, settings)
         slots[spec.name] = d.slots(settings.workers)
-        static[spec.name] = None if spec.is_local() else capabilities(spec)
+        static[spec.name] = None if spec.is_local else capabilities(spec)
     ingress = serve.deployment(Ingress).options(
         name="Ingress",
         num_replicas=options.ingress_replicas,

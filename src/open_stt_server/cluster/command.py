@@ -16,26 +16,27 @@ from open_stt_server.cluster import INSTALL_HINT, ray_installed
 log = logging.getLogger("open_stt_server")
 
 
-def config_yaml(argv: Sequence[str], host: str, port: int, app_name: str) -> str:
+def config_yaml(argv: Sequence[str], host: str, port: int, app_name: str, proxy_location: str) -> str:
     """A Serve config file that deploys the same application (`serve deploy FILE`); secrets stay out of it."""
     import json
 
+    skipped = {"print_config", "address", "api_key", "proxy_location", "host", "port", "app_name"}
     args: dict[str, list[str]] = {}
-    key = None
+    key: str | None = None
     tokens = [part for token in argv for part in (token.split("=", 1) if token.startswith("--") else [token])]
     for token in tokens:
         if token.startswith("--"):
             key = token[2:].replace("-", "_")
-            if key in ("print_config", "address", "api_key"):
-                key = None if key != "address" else "skip"
-                continue
-            args.setdefault(key, [])
-        elif key and key != "skip":
+            if key in skipped:
+                key = None  # said elsewhere in the file (http_options, the name), or a secret
+            else:
+                args.setdefault(key, [])
+        elif key is not None:
             args[key].append(token)
     lines = [
         "# Deploy with: serve deploy serve.yaml   (set OPEN_STT_API_KEY in the environment of the cluster's",
         "# processes instead of writing the key here)",
-        "proxy_location: EveryNode",
+        f"proxy_location: {proxy_location}",
         "http_options:",
         f"  host: {json.dumps(host)}",
         f"  port: {port}",
@@ -62,7 +63,9 @@ def main(argv: Sequence[str]) -> int:
         print(f"open-stt-server ray: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.print_config:
-        sys.stdout.write(config_yaml(argv, settings.host, settings.port, options.app_name))
+        sys.stdout.write(
+            config_yaml(argv, settings.host, settings.port, options.app_name, options.proxy_location)
+        )
         return 0
     if not ray_installed():
         print(
@@ -93,7 +96,7 @@ def _run(settings, options) -> int:
     http = {"host": settings.host, "port": settings.port}
     if settings.ssl_certfile:
         http |= {"ssl_certfile": settings.ssl_certfile, "ssl_keyfile": settings.ssl_keyfile}
-    serve.start(http_options=http, proxy_location="EveryNode")
+    serve.start(http_options=http, proxy_location=options.proxy_location)
     started = time.monotonic()
     try:
         serve.run(app, name=options.app_name, route_prefix="/", blocking=False)

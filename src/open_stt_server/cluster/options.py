@@ -36,6 +36,7 @@ class Deployment:
 class ClusterOptions:
     address: str = "auto"
     app_name: str = DEFAULT_APP
+    proxy_location: str = "EveryNode"
     ingress_replicas: int = 1
     ingress_cpus: float = 0.1
     drain_s: float = DRAIN_S
@@ -90,6 +91,11 @@ def cluster_parser() -> argparse.ArgumentParser:
         help=f"how long a replica being removed finishes its requests [OPEN_STT_DRAIN_SECONDS] (default {DRAIN_S:g})",
     )
     g.add_argument("--app-name", help=f"the Serve application's name (default {DEFAULT_APP})")
+    g.add_argument(
+        "--proxy-location",
+        choices=["EveryNode", "HeadOnly"],
+        help="where Serve runs HTTP proxies, when it starts Serve on the cluster (default EveryNode)",
+    )
     g.add_argument(
         "--print-config", action="store_true", help="print the equivalent Serve config file (YAML) and exit"
     )
@@ -189,6 +195,7 @@ def options_from_args(args: argparse.Namespace, settings: Settings) -> ClusterOp
     options = ClusterOptions(
         address=args.address or env("RAY_ADDRESS") or "auto",
         app_name=args.app_name or DEFAULT_APP,
+        proxy_location=args.proxy_location or "EveryNode",
         ingress_replicas=args.ingress_replicas or 1,
         ingress_cpus=args.ingress_cpus if args.ingress_cpus is not None else 0.1,
         drain_s=drain if drain is not None else DRAIN_S,
