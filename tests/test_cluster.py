@@ -8,13 +8,9 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -24,11 +20,12 @@ import pytest
 pytest.importorskip("ray.serve")
 
 from open_stt_server.audio import decode_audio
-from tests.conftest import SAMPLES, Server, free_port, server_env, start_server, wer
+from tests.conftest import SAMPLES, Server, start_server, wer
+from tests.ray_cluster import APP, Cluster, Deployed, local_cluster, pids_of, wait_for
+from tests.ray_cluster import deployed as deploy
 
 pytestmark = pytest.mark.ray
 MODEL = "whisper-tiny.en"
-APP = "open-stt"
 REPLICA_TITLE = f"ServeReplica:{APP}:Model:{MODEL}"
 KEY = "cluster-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -46,153 +43,16 @@ COMMON = (
 )
 
 
-def ray_bin() -> str:
-    return str(Path(sys.executable).with_name("ray"))
-
-
-@dataclass
-class Cluster:
-    address: str
-    temp_dir: str
-    env: dict[str, str]
-    http_port: int
-    processes: list[subprocess.Popen]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-
-def _pids_of(marker: str) -> list[int]:
-    """Processes whose command line contains `marker` (Ray names an actor's process after its class)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline and int(entry.name) != os.getpid():
-            found.append(int(entry.name))
-    return found
-
-
-def _wait(what: str, check, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def cluster(hf_home: Path) -> Iterator[Cluster]:
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live under it
-    env = server_env(
-        hf_home,
-        RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S="1",
-        RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S="1",
-        RAY_USAGE_STATS_ENABLED="0",
-    )
-    port = free_port()
-    common = ["--block", "--disable-usage-stats", "--num-cpus", "2"]
-    head = subprocess.Popen(
-        [ray_bin(), "start", "--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", temp_dir,
-         "--metrics-export-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
-         "--dashboard-agent-grpc-port", str(free_port()), "--runtime-env-agent-port", str(free_port()), *common],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    processes = [head]
-    address = f"127.0.0.1:{port}"
-    try:
-        _wait("the Ray head", lambda: _ray_status(address, env) >= 1, 90)
-        worker = subprocess.Popen(
-            [ray_bin(), "start", "--address", address, "--metrics-export-port", str(free_port()),
-             "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-             "--runtime-env-agent-port", str(free_port()), *common],
-            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        processes.append(worker)
-        _wait("the second node", lambda: _ray_status(address, env) >= 2, 90)
-        yield Cluster(address, temp_dir, env, free_port(), processes)
-    finally:
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(20)
-        for pid in _pids_of(temp_dir) + _pids_of(address):  # whatever outlived its raylet
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _ray_status(address: str, env: dict[str, str]) -> int:
-    """How many nodes are alive (0 while the head is not up)."""
-    done = subprocess.run(
-        [sys.executable, "-c", f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
-         "print(sum(n['Alive'] for n in ray.nodes()))"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    try:
-        return int(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return 0
-
-
-@dataclass
-class Deployed:
-    server: Server
-    cluster: Cluster
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def ray(self, code: str) -> str:
-        """Run Python against the cluster (a Serve client) and return what it printed."""
-        done = subprocess.run(
-            [sys.executable, "-c", f"import ray; from ray import serve; ray.init(address='{self.cluster.address}', "
-             f"logging_level='ERROR', namespace='serve'); {code}"],
-            env=self.cluster.env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout.strip().splitlines()[-1]
-
-    def replicas(self) -> int:
-        return int(
-            self.ray(
-                f"s = serve.status().applications['{APP}'].deployments['Model:{MODEL}']; "
-                "print(s.replica_states.get('RUNNING', 0))"
-            )
-        )
+    with local_cluster(hf_home, num_cpus=2, nodes=2) as running:
+        yield running
 
 
 @contextlib.contextmanager
 def deployed(cluster: Cluster, tmp_path: Path, *flags: str) -> Iterator[Deployed]:
-    """`open-stt-server ray ...` running (its app ready and answering), stopped and deleted afterwards."""
-    log_path = tmp_path / f"ray-{time.monotonic_ns()}.log"
-    log_file = open(log_path, "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "open_stt_server", "ray", "--address", cluster.address, "--host", "127.0.0.1",
-         "--port", str(cluster.http_port), "--proxy-location", "HeadOnly", *COMMON, *flags],
-        env=cluster.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    server = Server(cluster.url, process, log_path)
-    try:
-        _wait(
-            "the application",
-            lambda: "ready in" in server.log() or process.poll() is not None,
-            180,
-        )
-        assert process.poll() is None, server.log()
-        yield Deployed(server, cluster)
-    finally:
-        server.stop(signal.SIGTERM, timeout=120)  # deletes the application
-        log_file.close()
+    with deploy(cluster, tmp_path, *COMMON, *flags) as app:
+        yield app
 
 
 # -- audio ---------------------------------------------------------------------------------------------------
@@ -347,7 +207,7 @@ class TestTwoReplicasOnTwoNodes:
         def transcribe(_: int) -> str:
             return client.audio.transcriptions.create(model=MODEL, file=("long.wav", long_file)).text
 
-        victims = _pids_of(REPLICA_TITLE)  # while idle: a busy actor's process title names its method instead
+        victims = pids_of(REPLICA_TITLE)  # while idle: a busy actor's process title names its method instead
         assert len(victims) == 2, victims
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(transcribe, i) for i in range(4)]
@@ -356,8 +216,8 @@ class TestTwoReplicasOnTwoNodes:
             os.kill(victims[0], signal.SIGKILL)
             texts = [f.result() for f in futures]
         assert all("lighthouse" in t.lower() for t in texts)
-        _wait("the replica to come back", lambda: spread.replicas() == 2, 120)
-        assert victims[0] not in _pids_of(REPLICA_TITLE)
+        wait_for("the replica to come back", lambda: spread.replicas(MODEL) == 2, 120)
+        assert victims[0] not in pids_of(REPLICA_TITLE)
         print(f"replica back {time.monotonic() - killed_at:.1f} s after the kill")
         assert post(spread.url, long_file[: 16_000 * 2 * 10]).status_code == 200
 
@@ -396,7 +256,7 @@ def test_a_client_that_leaves_stops_the_work_on_the_replica(cluster: Cluster, tm
         ) as response:  # fmt: skip
             assert response.status_code == 200
             next(response.iter_lines())  # the first event: decoding is under way
-        _wait("the replica to drop the stream's work", lambda: app.ray(ongoing) == "(0, 0)", 60)
+        wait_for("the replica to drop the stream's work", lambda: app.cluster.python(ongoing) == "(0, 0)", 60)
 
         # a plain request whose client gives up while the replica decodes
         def impatient() -> None:
@@ -405,9 +265,11 @@ def test_a_client_that_leaves_stops_the_work_on_the_replica(cluster: Cluster, tm
 
         with ThreadPoolExecutor(1) as pool:
             gone = pool.submit(impatient)
-            _wait("the replica to start", lambda: app.ray(ongoing) == "(1, 1)", 60, every=0.2)
+            wait_for("the replica to start", lambda: app.cluster.python(ongoing) == "(1, 1)", 60, every=0.2)
             gone.result()
-        _wait("the replica to drop the request's work", lambda: app.ray(ongoing) == "(0, 0)", 60)
+        wait_for(
+            "the replica to drop the request's work", lambda: app.cluster.python(ongoing) == "(0, 0)", 60
+        )
 
 
 def test_autoscaling_up_and_down_fails_no_request(
@@ -417,13 +279,13 @@ def test_autoscaling_up_and_down_fails_no_request(
     flags = ("--autoscale", "1:2", "--target-ongoing", "1", "--upscale-delay", "0", "--downscale-delay", "3",
              "--num-cpus", "1")  # fmt: skip
     with deployed(cluster, tmp_path, *flags) as app:
-        assert app.replicas() == 1
+        assert app.replicas(MODEL) == 1
         with ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(post, app.url, audio) for _ in range(3)]
-            _wait("a second replica", lambda: app.replicas() == 2, 90, every=1)
+            wait_for("a second replica", lambda: app.replicas(MODEL) == 2, 90, every=1)
             first = [f.result() for f in futures]
         with ThreadPoolExecutor(1) as pool:  # requests keep coming, one at a time, while it scales down
             later = pool.submit(lambda: [post(app.url, audio) for _ in range(2)])
-            _wait("the scale-down to one replica", lambda: app.replicas() == 1, 120, every=1)
+            wait_for("the scale-down to one replica", lambda: app.replicas(MODEL) == 1, 120, every=1)
             responses = first + later.result()
     assert [r.status_code for r in responses] == [200] * 5, [r.text for r in responses]

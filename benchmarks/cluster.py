@@ -1,0 +1,186 @@
+"""Cluster mode (Ray Serve) against the plain server, measured in the same run on the same clips and model.
+
+- Ray tax: throughput of Ray with 2 replicas × 1 worker × 1 thread ÷ the plain server with 2 workers × 1 thread
+  (short clips, 4 clients sending at once);
+- scaling: Ray 2 replicas × 1 thread ÷ 2 × (Ray 1 replica × 1 thread), each saturated;
+- added latency: p50 / p95 of a 1 s clip sent one at a time, Ray − plain;
+- start-up: `ray start` → first transcript (head up, application deployed, model loaded, one request);
+- recovery: SIGKILL of the only replica → the first request that succeeds again; and of one of two replicas →
+  the deployment back to two;
+- memory: PSS of every process of the Ray cluster (idle after deploy, and under load) vs the plain server's.
+
+    .venv/bin/python benchmarks/cluster.py [--model whisper-tiny.en] [--rounds 3] [--out results/cluster-run1.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import io
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import wave
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.run import percentile, short_clips, wav_seconds
+from open_stt_server import hub
+from tests.conftest import start_server
+from tests.ray_cluster import deployed, local_cluster, pids_of, pss_mb, wait_for
+
+
+def post(url: str, audio: bytes, model: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    r = httpx.post(url + "/v1/audio/transcriptions", files={"file": ("a.wav", audio)}, data={"model": model},
+                   timeout=600)  # fmt: skip
+    return r.status_code, time.perf_counter() - started
+
+
+def throughput(url: str, model: str, clips: list[tuple[bytes, float]], clients: int, rounds: int) -> dict:
+    jobs = clips * rounds
+    post(url, jobs[0][0], model)  # warm
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(lambda job: post(url, job[0], model), jobs))
+    wall = time.perf_counter() - started
+    latencies = [t for _, t in results]
+    return {
+        "clients": clients,
+        "requests": len(jobs),
+        "errors": sum(status != 200 for status, _ in results),
+        "throughput_x_realtime": round(sum(s for _, s in jobs) / wall, 3),
+        "p50_s": round(percentile(latencies, 50), 3),
+        "p95_s": round(percentile(latencies, 95), 3),
+    }
+
+
+def latency(url: str, model: str, clip: bytes, count: int) -> dict:
+    post(url, clip, model)
+    times = [post(url, clip, model)[1] * 1000 for _ in range(count)]
+    return {"p50_ms": round(percentile(times, 50), 1), "p95_ms": round(percentile(times, 95), 1)}
+
+
+def one_second(path: Path) -> bytes:
+    with wave.open(str(path)) as w:
+        frames = w.readframes(w.getframerate())
+        out = io.BytesIO()
+        with wave.open(out, "wb") as o:
+            o.setparams(w.getparams())
+            o.writeframes(frames)
+    return out.getvalue()
+
+
+def under_load(url: str, model: str, clips, seconds: float, measure) -> float:
+    """`measure()` while 4 clients keep the server busy."""
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            for audio, _ in clips:
+                post(url, audio, model)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    value = measure()
+    stop.set()
+    for t in threads:
+        t.join()
+    return value
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="whisper-tiny.en")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    model = args.model
+    work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+    home = work / "hf"
+    for bundled in hub.BUNDLED.values():
+        hub.install_bundled(bundled, home / "hub")
+    paths = [p for p in short_clips() if not model.endswith(".en") or p.parent.name == "en"]
+    clips = [(p.read_bytes(), wav_seconds(p)) for p in paths]
+    second = one_second(paths[0])
+    common = ("--model", model, "--workers", "1", "--cpu-threads", "1")
+    result: dict = {"model": model, "clips": len(clips), "rounds": args.rounds, "cores": os.cpu_count()}
+
+    plain = start_server(home, work, "--model", model, "--workers", "2", "--cpu-threads", "1")
+    try:
+        result["plain"] = {
+            "throughput": throughput(plain.url, model, clips, 4, args.rounds),
+            "latency_1s": latency(plain.url, model, second, 30),
+            "pss_idle_mb": pss_mb([plain.process.pid]),
+        }
+        result["plain"]["pss_loaded_mb"] = under_load(
+            plain.url, model, clips, 3, lambda: pss_mb([plain.process.pid])
+        )
+    finally:
+        plain.stop()
+
+    started = time.perf_counter()
+    with local_cluster(home, num_cpus=2) as cluster:
+        head_s = time.perf_counter() - started
+        with deployed(cluster, work, *common, "--replicas", "1", "--num-cpus", "1") as app:
+            status, _ = post(app.url, second, model)
+            first_s = time.perf_counter() - started
+            assert status == 200
+            one = throughput(app.url, model, clips, 2, args.rounds)
+            victim = pids_of(f"ServeReplica:open-stt:Model:{model}")[0]
+            killed = time.perf_counter()
+            os.kill(victim, signal.SIGKILL)
+            wait_for(
+                "a request to succeed again", lambda: post(app.url, second, model)[0] == 200, 300, every=0.2
+            )
+            single_back_s = time.perf_counter() - killed
+        with deployed(cluster, work, *common, "--replicas", "2", "--num-cpus", "1") as app:
+            idle_pss = pss_mb(cluster.pids())
+            two = throughput(app.url, model, clips, 4, args.rounds)
+            ray_latency = latency(app.url, model, second, 30)
+            loaded_pss = under_load(app.url, model, clips, 3, lambda: pss_mb(cluster.pids()))
+            victim = pids_of(f"ServeReplica:open-stt:Model:{model}")[0]
+            killed = time.perf_counter()
+            os.kill(victim, signal.SIGKILL)
+            served_during = post(app.url, second, model)[0]
+            wait_for("two replicas again", lambda: app.replicas(model) == 2, 300, every=0.5)
+            two_back_s = time.perf_counter() - killed
+        result["ray"] = {
+            "head_up_s": round(head_s, 2),
+            "ray_start_to_first_transcript_s": round(first_s, 2),
+            "one_replica_throughput": one,
+            "two_replicas_throughput": two,
+            "latency_1s": ray_latency,
+            "pss_idle_mb": idle_pss,
+            "pss_loaded_mb": loaded_pss,
+            "kill_only_replica_to_serving_again_s": round(single_back_s, 2),
+            "kill_one_of_two_request_right_after": served_during,
+            "kill_one_of_two_to_two_replicas_again_s": round(two_back_s, 2),
+        }
+    plain_thr = result["plain"]["throughput"]["throughput_x_realtime"]
+    result["ratios"] = {
+        "ray_2x1_over_plain_2x1": round(two["throughput_x_realtime"] / plain_thr, 3),
+        "ray_2_replicas_over_2x_1_replica": round(
+            two["throughput_x_realtime"] / (2 * one["throughput_x_realtime"]), 3
+        ),
+        "added_latency_p50_ms": round(ray_latency["p50_ms"] - result["plain"]["latency_1s"]["p50_ms"], 1),
+        "added_latency_p95_ms": round(ray_latency["p95_ms"] - result["plain"]["latency_1s"]["p95_ms"], 1),
+        "pss_idle_ray_over_plain": round(idle_pss / result["plain"]["pss_idle_mb"], 2),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
