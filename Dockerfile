@@ -6,6 +6,8 @@
 #                        Face cache, so `docker run` serves whisper-base with no network at all.
 #   BUNDLE_MODELS=false  a smaller image that downloads weights on first start.
 #   EXTRAS=voxtral       add the Voxtral engine (PyTorch + transformers from PyPI: several GB, most useful with cuda).
+#   RAY=true             cluster mode: Ray Serve (the [ray] extra); the image then also runs as a Ray head or worker
+#                        (`ray start ...`, see the compose profile "cluster").
 #   DIARIZE=true         speaker labels (diarized_json): scipy + the GE2E weights from Resemblyzer's wheel (~60 MB);
 #                        DIARIZE=false leaves them out.
 # OPEN_STT_DOWNLOAD=true is the image default: weights already in /data (baked or cached on the volume) are used
@@ -22,8 +24,10 @@ COPY src ./src
 ARG BUNDLE_MODELS
 ARG EXTRAS=""
 ARG DIARIZE=true
+ARG RAY=false
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check ".${EXTRAS:+[$EXTRAS]}" \
+ && if [ "$RAY" = "true" ]; then /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check '.[ray]'; fi \
  && if [ "$DIARIZE" = "true" ]; then \
       /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check '.[diarize]' \
       && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps 'resemblyzer==0.1.4'; \

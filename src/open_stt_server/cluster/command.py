@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from open_stt_server import catalog
 from open_stt_server.cli import ConfigError
 from open_stt_server.cluster import INSTALL_HINT, ray_installed
 
@@ -96,6 +97,7 @@ def _run(settings, options) -> int:
     http = {"host": settings.host, "port": settings.port}
     if settings.ssl_certfile:
         http |= {"ssl_certfile": settings.ssl_certfile, "ssl_keyfile": settings.ssl_keyfile}
+    _warn_if_it_cannot_fit(settings, options, ray.cluster_resources())
     serve.start(http_options=http, proxy_location=options.proxy_location)
     started = time.monotonic()
     try:
@@ -120,6 +122,30 @@ def _run(settings, options) -> int:
     log.info("stopping: deleting application %s (replicas finish what they hold)", options.app_name)
     _delete(options.app_name)
     return 0
+
+
+def needed_resources(settings, options) -> dict[str, float]:
+    """CPUs and GPUs the application asks for at its smallest size."""
+    need = {"CPU": options.ingress_cpus * options.ingress_replicas, "GPU": 0.0}
+    for model in settings.models:
+        d = options.deployment(catalog.lookup(model).name)
+        count = max(1, d.autoscale[0]) if d.autoscale else d.replicas
+        need["CPU"] += d.num_cpus * count
+        need["GPU"] += d.num_gpus * count
+    return need
+
+
+def _warn_if_it_cannot_fit(settings, options, have: dict) -> None:
+    """Serve waits for ever for resources that never come; say so up front."""
+    for kind, amount in needed_resources(settings, options).items():
+        if amount > have.get(kind, 0.0) + 1e-9:
+            log.warning(
+                "the application needs %.2f %s(s) but the cluster has %.2f: replicas will wait until nodes join "
+                "(lower --num-cpus/--num-gpus or --replicas, or add nodes)",
+                amount,
+                kind,
+                have.get(kind, 0.0),
+            )
 
 
 def _delete(name: str) -> None:
