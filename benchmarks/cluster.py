@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import concurrent.futures
 import io
 import json
@@ -61,10 +62,14 @@ def throughput(url: str, model: str, clips: list[tuple[bytes, float]], clients: 
     }
 
 
-def latency(url: str, model: str, clip: bytes, count: int) -> dict:
-    post(url, clip, model)
-    times = [post(url, clip, model)[1] * 1000 for _ in range(count)]
-    return {"p50_ms": round(percentile(times, 50), 1), "p95_ms": round(percentile(times, 95), 1)}
+def latencies(urls: list[str], model: str, clip: bytes, count: int) -> list[dict]:
+    for url in urls:
+        post(url, clip, model)
+    times: list[list[float]] = [[] for _ in urls]
+    for _ in range(count):
+        for i, url in enumerate(urls):
+            times[i].append(post(url, clip, model)[1] * 1000)
+    return [{"p50_ms": round(percentile(t, 50), 1), "p95_ms": round(percentile(t, 95), 1)} for t in times]
 
 
 def one_second(path: Path) -> bytes:
@@ -99,7 +104,7 @@ def under_load(url: str, model: str, clips, seconds: float, measure) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="whisper-tiny.en")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     model = args.model
@@ -114,19 +119,19 @@ def main() -> None:
     common = ("--model", model, "--workers", "1", "--cpu-threads", "1", "--num-cpus", "0.9")
     result: dict = {"model": model, "clips": len(clips), "rounds": args.rounds, "cores": os.cpu_count()}
 
-    plain = start_server(home, work, "--model", model, "--workers", "2", "--cpu-threads", "1")
+    one_plain = start_server(home, work, "--model", model, "--workers", "1", "--cpu-threads", "1")
     try:
-        result["plain"] = {
-            "throughput": throughput(plain.url, model, clips, 4, args.rounds),
-            "latency_1s": latency(plain.url, model, second, 30),
-            "pss_idle_mb": pss_mb([plain.process.pid]),
-        }
-        result["plain"]["pss_loaded_mb"] = under_load(
-            plain.url, model, clips, 3, lambda: pss_mb([plain.process.pid])
-        )
+        plain_one = throughput(one_plain.url, model, clips, 2, args.rounds)
     finally:
-        plain.stop()
-
+        one_plain.stop()
+    plain = start_server(home, work, "--model", model, "--workers", "2", "--cpu-threads", "1")
+    atexit.register(plain.stop)  # it serves beside the cluster for the latency comparison
+    result["plain"] = {
+        "one_worker_throughput": plain_one,
+        "throughput": throughput(plain.url, model, clips, 4, args.rounds),
+        "pss_idle_mb": pss_mb([plain.process.pid]),
+        "pss_loaded_mb": under_load(plain.url, model, clips, 3, lambda: pss_mb([plain.process.pid])),
+    }
     started = time.perf_counter()
     with local_cluster(home, num_cpus=2) as cluster:
         head_s = time.perf_counter() - started
@@ -145,7 +150,9 @@ def main() -> None:
         with deployed(cluster, work, *common, "--replicas", "2") as app:
             idle_pss = pss_mb(cluster.pids())
             two = throughput(app.url, model, clips, 4, args.rounds)
-            ray_latency = latency(app.url, model, second, 30)
+            # one at a time, alternating with the plain server (idle beside it): the same conditions for both
+            ray_latency, plain_latency = latencies([app.url, plain.url], model, second, 40)
+            result["plain"]["latency_1s"] = plain_latency
             loaded_pss = under_load(app.url, model, clips, 3, lambda: pss_mb(cluster.pids()))
             victim = pids_of(f"ServeReplica:open-stt:Model:{model}")[0]
             killed = time.perf_counter()
@@ -153,6 +160,7 @@ def main() -> None:
             served_during = post(app.url, second, model)[0]
             wait_for("two replicas again", lambda: app.replicas(model) == 2, 300, every=0.5)
             two_back_s = time.perf_counter() - killed
+        plain.stop()
         result["ray"] = {
             "head_up_s": round(head_s, 2),
             "ray_start_to_first_transcript_s": round(first_s, 2),
@@ -171,6 +179,8 @@ def main() -> None:
         "ray_2_replicas_over_2x_1_replica": round(
             two["throughput_x_realtime"] / (2 * one["throughput_x_realtime"]), 3
         ),
+        # the same for the plain server: how far two decodes scale on this machine at all
+        "plain_2_workers_over_2x_1_worker": round(plain_thr / (2 * plain_one["throughput_x_realtime"]), 3),
         "added_latency_p50_ms": round(ray_latency["p50_ms"] - result["plain"]["latency_1s"]["p50_ms"], 1),
         "added_latency_p95_ms": round(ray_latency["p95_ms"] - result["plain"]["latency_1s"]["p95_ms"], 1),
         "pss_idle_ray_over_plain": round(idle_pss / result["plain"]["pss_idle_mb"], 2),

@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -289,3 +291,16 @@ def test_autoscaling_up_and_down_fails_no_request(
             wait_for("the scale-down to one replica", lambda: app.replicas(MODEL) == 1, 120, every=1)
             responses = first + later.result()
     assert [r.status_code for r in responses] == [200] * 5, [r.text for r in responses]
+
+
+def test_missing_weights_fail_the_deploy_at_once_with_our_message(cluster: Cluster, tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "open_stt_server", "ray", "--address", cluster.address, "--host", "127.0.0.1",
+         "--port", str(cluster.http_port), "--proxy-location", "HeadOnly", "--model", "whisper-small"],
+        env=cluster.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "the deployment failed: Weights for model 'whisper-small'" in done.stderr, done.stderr[-3000:]
+    assert "--download" in done.stderr and took < 120, took

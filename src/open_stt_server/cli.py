@@ -65,6 +65,8 @@ Booleans accept true/false/1/0/yes/no. Models are catalog names (whisper-tiny ..
 the .en variants, whisper-distil-*, voxtral-mini, voxtral-small), aliases (base, turbo, ...), Hugging Face
 repo ids of CTranslate2 Whisper conversions, or local directories. Weights live in the Hugging Face cache
 (HF_HOME, HF_HUB_CACHE, HF_TOKEN and HF_HUB_OFFLINE are respected).
+
+Cluster mode on Ray Serve takes the same flags plus its own: open-stt-server ray --help
 """
 
 
