@@ -102,8 +102,11 @@ def _run(settings, options) -> int:
     started = time.monotonic()
     try:
         serve.run(app, name=options.app_name, route_prefix="/", blocking=False)
-    except Exception as exc:  # a replica that cannot start: our StartupError's text is in Serve's message
-        print(f"open-stt-server ray: the deployment failed: {_reason(exc)}", file=sys.stderr)
+    except (
+        Exception
+    ) as exc:  # a replica that cannot start: our StartupError's text is in its deployment's status
+        print(f"open-stt-server ray: the deployment failed: {_reason(_status_messages(options.app_name), exc)}",
+              file=sys.stderr)  # fmt: skip
         _delete(options.app_name)
         return 1
     log.info(
@@ -157,9 +160,20 @@ def _delete(name: str) -> None:
         log.exception("could not delete application %s", name)
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    for line in text.splitlines():  # the StartupError line of the replica's traceback says what to do
+def _status_messages(name: str) -> str:
+    from ray import serve
+
+    try:
+        deployments = serve.status().applications[name].deployments.values()
+    except Exception:
+        return ""
+    return "\n".join(d.message for d in deployments if d.message)
+
+
+def _reason(messages: str, exc: BaseException) -> str:
+    """The line of our StartupError in a replica's traceback (it says what to do), else Serve's own words."""
+    for line in f"{messages}\n{exc}".splitlines():
         if "StartupError:" in line:
             return line.split("StartupError:", 1)[1].strip()
-    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
