@@ -110,12 +110,7 @@ class Job:
 
     @property
     def transcript(self) -> Transcript:
-        return Transcript(
-            task=self.options.task,
-            language=self.language or "",
-            duration=self.duration_s,
-            segments=list(self.segments),
-        )
+        return Transcript.so_far(self.options, self.language, self.duration_s, self.segments)
 
     async def stream(self) -> AsyncIterator[Segment]:
         """Segments as they are decoded; raises the job's error at the end if it failed."""

@@ -63,6 +63,13 @@ class Transcript:
     duration: float
     segments: list[Segment] = field(default_factory=list)
 
+    @classmethod
+    def so_far(
+        cls, options: TranscribeOptions, language: str | None, duration: float, segments: list[Segment]
+    ) -> Transcript:
+        """A request's transcript from what its decoding has produced (a copy of the segment list)."""
+        return cls(task=options.task, language=language or "", duration=duration, segments=list(segments))
+
     @property
     def text(self) -> str:
         return "".join(text_pieces(s.text for s in self.segments))

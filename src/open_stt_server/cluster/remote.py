@@ -219,12 +219,7 @@ class RemoteJob:
 
     @property
     def transcript(self) -> Transcript:
-        return Transcript(
-            task=self.options.task,
-            language=self.language or "",
-            duration=self.duration_s,
-            segments=list(self.segments),
-        )
+        return Transcript.so_far(self.options, self.language, self.duration_s, self.segments)
 
     async def start(self) -> None:
         """Send the request and wait until a replica admitted it (or say why none did)."""
