@@ -389,7 +389,7 @@ async def no_sessions(server: Server, timeout: float = 30) -> None:
 def guarded_server(hf_home, tmp_path_factory):
     srv = start_server(
         hf_home, tmp_path_factory.mktemp("rt-guarded"), "--model", "whisper-tiny.en", "--api-key", "sekret",
-        "--realtime-max-sessions", "1", "--realtime-idle-timeout", "1.5", "--realtime-max-session-seconds", "4",
+        "--realtime-max-sessions", "1", "--realtime-idle-timeout", "2.5", "--realtime-max-session-seconds", "5",
         "--realtime-max-buffer-seconds", "2", "--realtime-max-message-mb", "0.5",
     )  # fmt: skip
     yield srv
@@ -437,15 +437,15 @@ def test_session_limit_idle_timeout_and_session_length(guarded_server: Server):
         with pytest.raises(InvalidStatus) as caught:
             await open_session(guarded_server, **auth)
         refused = caught.value.response
-        # idle: no client event for 1.5 s closes the socket (no error event)
+        # idle: no client event for 2.5 s closes the socket (no error event)
         with pytest.raises(ConnectionClosed) as closed:
             await first.next(timeout=10)
         idle_close = closed.value.rcvd
         await no_sessions(guarded_server)
-        # length: a client that keeps talking is told the session expired after 4 s, then closed
+        # length: a client that keeps talking is told the session expired after 5 s, then closed
         second = await open_session(guarded_server, **auth)
         expired = None
-        for _ in range(40):
+        for _ in range(60):
             await second.append(pcm16(silence(0.1)))
             try:
                 expired = await second.next("error", timeout=0.2)
@@ -512,7 +512,7 @@ def test_buffer_and_message_limits(guarded_server: Server, talk: Conversation):
         await s.append(pcm16(speech))  # 3.3 s without a commit, over the 2 s limit
         too_large = await s.next("error")
         committed = await s.next("input_audio_buffer.committed")
-        # at once: this server closes a session after 1.5 s without a client event
+        # at once: this server closes a session after 2.5 s without a client event
         big = base64.b64encode(b"\0" * 600_000).decode()  # one message over 0.5 MB
         await s.ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": big}))
         with pytest.raises(ConnectionClosed) as closed:

@@ -26,6 +26,7 @@ from open_stt_server.scheduler import ServedModels
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["realtime"])
 
+IDLE_GRACE_S = 0.05  # how long a timed-out wait still looks for a frame already on its way
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 
@@ -182,31 +183,44 @@ async def realtime(websocket: WebSocket) -> None:
 
 async def _pump(websocket: WebSocket, session: RealtimeSession, limits: SessionLimits, outbox) -> str:
     deadline = session.started + limits.max_session_s
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            outbox.put_nowait(error_event("The session reached its maximum length.", code="session_expired"))
-            return "session expired"
-        try:
-            message = await asyncio.wait_for(websocket.receive(), min(left, limits.idle_timeout_s))
-        except TimeoutError:
-            if time.monotonic() >= deadline:
+    receiving: asyncio.Future | None = None
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                outbox.put_nowait(
+                    error_event("The session reached its maximum length.", code="session_expired")
+                )
+                return "session expired"
+            if receiving is None:
+                receiving = asyncio.ensure_future(websocket.receive())
+            done, _ = await asyncio.wait({receiving}, timeout=min(left, limits.idle_timeout_s))
+            if not done:
+                # A frame the client sent in time may still be on its way through this loop (after a stall of
+                # the process, the timer and the socket become ready together): idle means nothing arrived.
+                await asyncio.sleep(IDLE_GRACE_S)
+                if not receiving.done():
+                    if time.monotonic() >= deadline:
+                        continue
+                    return "idle timeout"
+            message, receiving = receiving.result(), None
+            if message["type"] == "websocket.disconnect":
+                return "client closed"
+            text = message.get("text")
+            if text is None:
+                outbox.put_nowait(error_event("Send client events as JSON text frames.", code="invalid_json"))
                 continue
-            return "idle timeout"
-        if message["type"] == "websocket.disconnect":
-            return "client closed"
-        text = message.get("text")
-        if text is None:
-            outbox.put_nowait(error_event("Send client events as JSON text frames.", code="invalid_json"))
-            continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            outbox.put_nowait(error_event("A client event must be a JSON object.", code="invalid_json"))
-            continue
-        await session.handle(data)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError:
+                data = None
+            if not isinstance(data, dict):
+                outbox.put_nowait(error_event("A client event must be a JSON object.", code="invalid_json"))
+                continue
+            await session.handle(data)
+    finally:
+        if receiving is not None and not receiving.done():
+            receiving.cancel()
 
 
 async def _send_all(websocket: WebSocket, outbox: asyncio.Queue) -> None:
