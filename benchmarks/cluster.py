@@ -46,9 +46,10 @@ def post(url: str, audio: bytes, model: str) -> tuple[int, float]:
 
 def throughput(url: str, model: str, clips: list[tuple[bytes, float]], clients: int, rounds: int) -> dict:
     jobs = clips * rounds
-    post(url, jobs[0][0], model)  # warm
-    started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        # warm every worker and replica (a first decode allocates), not just the one a single request reaches
+        list(pool.map(lambda job: post(url, job[0], model), jobs[: 2 * clients]))
+        started = time.perf_counter()
         results = list(pool.map(lambda job: post(url, job[0], model), jobs))
     wall = time.perf_counter() - started
     latencies = [t for _, t in results]
@@ -60,6 +61,30 @@ def throughput(url: str, model: str, clips: list[tuple[bytes, float]], clients: 
         "p50_s": round(percentile(latencies, 50), 3),
         "p95_s": round(percentile(latencies, 95), 3),
     }
+
+
+def cpu_seconds_by_role(pids: list[int]) -> dict[str, float]:
+    """CPU time (user + system) used so far by the cluster's processes, summed by what each process is."""
+    roles = {"ServeReplica:open-stt:Model": "model_replicas", "ServeReplica:open-stt:Ingress": "ingress",
+             "ProxyActor": "http_proxy", "ServeController": "serve_controller"}  # fmt: skip
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        role = next((name for marker, name in roles.items() if marker in cmdline), "ray_daemons_and_workers")
+        used[role] = used.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
+def cpu_share(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Each role's share of the CPU time the cluster used between two readings."""
+    spent = {role: after[role] - before.get(role, 0.0) for role in after}
+    total = sum(spent.values()) or 1.0
+    return {role: round(seconds / total, 3) for role, seconds in sorted(spent.items())}
 
 
 def latencies(urls: list[str], model: str, clip: bytes, count: int) -> list[dict]:
@@ -149,7 +174,9 @@ def main() -> None:
             single_back_s = time.perf_counter() - killed
         with deployed(cluster, work, *common, "--replicas", "2") as app:
             idle_pss = pss_mb(cluster.pids())
+            cpu_before = cpu_seconds_by_role(cluster.pids())
             two = throughput(app.url, model, clips, 4, args.rounds)
+            two["cpu_share_by_role"] = cpu_share(cpu_before, cpu_seconds_by_role(cluster.pids()))
             # one at a time, alternating with the plain server (idle beside it): the same conditions for both
             ray_latency, plain_latency = latencies([app.url, plain.url], model, second, 40)
             result["plain"]["latency_1s"] = plain_latency

@@ -9,7 +9,7 @@ chunks at real-time pace.
 - the same with 4 sessions at once (errors counted);
 - live partials (`delay: "minimal"`): first delta after the true start of speech (when the client sent it);
 - WER of the realtime transcripts and of the file API on the same turns, against the known text;
-- short file requests' p95 while 4 sessions stream ÷ their p95 on an idle server.
+- short file requests' p95 while 4 sessions (`--sessions`) stream ÷ their p95 on an idle server.
 
     .venv/bin/python benchmarks/realtime.py [--models whisper-base whisper-tiny.en] [--only latency ...]
 """
@@ -228,12 +228,12 @@ def short_p95(server, model: str, seconds: float) -> float:
     return percentile(times, 95)
 
 
-def fairness(server, model: str, talk: Conversation) -> dict:
+def fairness(server, model: str, talk: Conversation, sessions: int = 4) -> dict:
     idle = short_p95(server, model, 20)
 
     async def busy() -> float:
         loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(concurrent(server, model, talk, 4))
+        task = asyncio.ensure_future(concurrent(server, model, talk, sessions))
         await asyncio.sleep(3)
         loaded = await loop.run_in_executor(None, short_p95, server, model, talk.duration - 8)
         await task
@@ -242,7 +242,7 @@ def fairness(server, model: str, talk: Conversation) -> dict:
     loaded = asyncio.run(busy())
     return {
         "idle_p95_s": round(idle, 3),
-        "with_4_sessions_p95_s": round(loaded, 3),
+        f"with_{sessions}_sessions_p95_s": round(loaded, 3),
         "ratio": round(loaded / idle, 3),
     }
 
@@ -252,6 +252,7 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=["whisper-base", "whisper-tiny.en"])
     p.add_argument("--only", nargs="*", default=["latency", "four", "partials", "fairness"])
     p.add_argument("--lines", type=int, default=len(LINES))
+    p.add_argument("--sessions", type=int, default=4, help="sessions streaming during the fairness probe")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
     home = tmp / "hf_home"
@@ -270,7 +271,7 @@ def main() -> None:
             if "partials" in args.only:
                 figures["live_partials"] = partials(server, model, talk)
             if "fairness" in args.only:
-                figures["short_files_with_sessions"] = fairness(server, model, talk)
+                figures["short_files_with_sessions"] = fairness(server, model, talk, args.sessions)
             out[model] = figures
             print(model, json.dumps(figures), file=sys.stderr)
     finally:
