@@ -228,12 +228,15 @@ def short_p95(server, model: str, seconds: float) -> float:
     return percentile(times, 95)
 
 
-def fairness(server, model: str, talk: Conversation, sessions: int = 4) -> dict:
+def fairness(
+    server, model: str, talk: Conversation, sessions: int = 4, session_model: str | None = None
+) -> dict:
+    """Short files on `model`, idle and while `sessions` stream (on `session_model`, else the same model)."""
     idle = short_p95(server, model, 20)
 
     async def busy() -> float:
         loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(concurrent(server, model, talk, sessions))
+        task = asyncio.ensure_future(concurrent(server, session_model or model, talk, sessions))
         await asyncio.sleep(3)
         loaded = await loop.run_in_executor(None, short_p95, server, model, talk.duration - 8)
         await task
@@ -241,6 +244,7 @@ def fairness(server, model: str, talk: Conversation, sessions: int = 4) -> dict:
 
     loaded = asyncio.run(busy())
     return {
+        "sessions_on": session_model or model,
         "idle_p95_s": round(idle, 3),
         f"with_{sessions}_sessions_p95_s": round(loaded, 3),
         "ratio": round(loaded / idle, 3),
@@ -253,13 +257,17 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=["latency", "four", "partials", "fairness"])
     p.add_argument("--lines", type=int, default=len(LINES))
     p.add_argument("--sessions", type=int, default=4, help="sessions streaming during the fairness probe")
+    p.add_argument(
+        "--session-model", help="the fairness probe's sessions use this model (loaded beside --models)"
+    )
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
     home = tmp / "hf_home"
     for bundled in hub.BUNDLED.values():
         hub.install_bundled(bundled, home / "hub")
     talk = meeting(lines=LINES[: args.lines], gap_s=1.0)
-    server = start_server(home, tmp, "--model", ",".join(args.models))
+    loaded = [*args.models, *([args.session_model] if args.session_model not in (None, *args.models) else [])]
+    server = start_server(home, tmp, "--model", ",".join(loaded))
     out: dict = {"audio_seconds": round(talk.duration, 1), "turns": len(talk.turns)}
     try:
         for model in args.models:
@@ -271,7 +279,9 @@ def main() -> None:
             if "partials" in args.only:
                 figures["live_partials"] = partials(server, model, talk)
             if "fairness" in args.only:
-                figures["short_files_with_sessions"] = fairness(server, model, talk, args.sessions)
+                figures["short_files_with_sessions"] = fairness(
+                    server, model, talk, args.sessions, args.session_model
+                )
             out[model] = figures
             print(model, json.dumps(figures), file=sys.stderr)
     finally:
