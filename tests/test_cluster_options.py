@@ -1,15 +1,20 @@
-"""Cluster-mode flags and the Serve config file, without Ray: parsing, per-model settings, errors, resources."""
+"""Cluster-mode flags and the Serve config file, without Ray: parsing, per-model settings, errors, resources; and\nwhat happens where Ray is not installed."""
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from open_stt_server.cli import ConfigError, main
 from open_stt_server.cluster.command import config_yaml, needed_resources
 from open_stt_server.cluster.options import Deployment, argv_of, parse
+from tests.conftest import SAMPLES, server_env, start_server
 
 
 def test_defaults_and_per_model_settings() -> None:
@@ -64,3 +69,46 @@ def test_print_config_is_a_serve_config_whose_args_give_the_same_settings(capsys
     # the port is Serve's (http_options above), not the app's
     assert settings == dataclasses.replace(expected, port=8080) and options == expected_options
     assert config_yaml([], "127.0.0.1", 8080, "open-stt", "HeadOnly").count("args: {}") == 1
+
+
+@pytest.fixture
+def ray_unavailable(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An environment in which `import ray` fails (as where the extra is not installed) and leaves a mark."""
+    shim = tmp_path / "shim" / "ray"
+    shim.mkdir(parents=True)
+    mark = tmp_path / "ray-was-imported"
+    (shim / "__init__.py").write_text(
+        f"open({str(mark)!r}, 'w').close()\nraise ImportError('No module named ray (test shim)')\n"
+    )
+    return {"PYTHONPATH": str(shim.parent)}, mark
+
+
+def test_without_ray_the_command_says_how_to_install_it(
+    hf_home: Path, ray_unavailable: tuple[dict[str, str], Path]
+) -> None:
+    env, mark = ray_unavailable
+    done = subprocess.run(
+        [sys.executable, "-m", "open_stt_server", "ray", "--model", "whisper-tiny.en"],
+        env=server_env(hf_home, **env), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "pip install 'open-stt-server[ray]'" in done.stderr and "Traceback" not in done.stderr
+    assert mark.exists()  # the shim stood in for Ray: the next test's check can see an import
+
+
+def test_the_single_box_never_imports_ray(
+    hf_home: Path, tmp_path: Path, ray_unavailable: tuple[dict[str, str], Path]
+) -> None:
+    env, mark = ray_unavailable
+    server = start_server(hf_home, tmp_path, "--model", "whisper-tiny.en", env=server_env(hf_home, **env))
+    try:
+        clip = SAMPLES / "en" / "hello_world.wav"
+        r = httpx.post(
+            server.base_url + "/audio/transcriptions", files={"file": clip.open("rb")}, timeout=120
+        )
+        assert r.status_code == 200 and "hello" in r.json()["text"].lower()
+        assert httpx.get(server.url + "/metrics", timeout=10).status_code == 200
+        assert httpx.get(server.base_url + "/models", timeout=10).status_code == 200
+    finally:
+        server.stop()
+    assert not mark.exists(), server.log()
