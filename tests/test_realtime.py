@@ -323,6 +323,63 @@ def test_unknown_url_model_is_reported_and_the_default_serves(server: Server):
     assert created["session"]["audio"]["input"]["transcription"]["model"] == "nope"
 
 
+def test_languages_are_read_as_the_file_api_reads_them(server: Server, talk: Conversation):
+    """Names and regional codes become Whisper's codes; a language the model cannot take is an error naming the
+    field (the session goes on), never a session whose every turn then fails."""
+    turn = talk.turns[0]
+    audio = talk.samples[int(turn.start * 16000) : int(turn.end * 16000)]
+
+    def language(s) -> str | None:
+        return s["session"]["audio"]["input"]["transcription"]["language"]
+
+    async def scenario():
+        s = await open_session(server, "intent=transcription&model=whisper-tiny.en&language=de")
+        url_error = await s.next("error")
+        await s.send("session.update", session=transcription_session(
+            transcription={"model": "whisper-base", "language": "French"}, turn_detection=None))  # fmt: skip
+        french = await s.next("session.updated")
+        await s.send("session.update", session=transcription_session(transcription={"language": "xx"}))
+        unknown = await s.next("error")
+        await s.send(
+            "session.update", session=transcription_session(transcription={"model": "whisper-tiny.en"})
+        )
+        english_only = await s.next("error")  # the session's language is still French
+        await s.send("session.update", session=transcription_session(transcription={"language": "en-US"}))
+        english = await s.next("session.updated")
+        await s.append(pcm16(audio))
+        await s.send("input_audio_buffer.commit")
+        done = await s.next("conversation.item.input_audio_transcription.completed")
+        await s.ws.close()
+
+        beta = await open_session(server, additional_headers={"OpenAI-Beta": "realtime=v1"})
+        await beta.send(
+            "transcription_session.update", session={"input_audio_transcription": {"language": "zz"}}
+        )
+        beta_error = await beta.next("error")
+        await beta.ws.close()
+        return s, url_error, french, unknown, english_only, english, done, beta_error
+
+    s, url_error, french, unknown, english_only, english, done, beta_error = run(scenario())
+    assert url_error["error"]["code"] == "unsupported_language" and url_error["error"]["param"] == "language"
+    assert "English-only" in url_error["error"]["message"] and language(s.events[0]) is None
+    assert (
+        language(french) == "fr"
+        and french["session"]["audio"]["input"]["transcription"]["model"] == "whisper-base"
+    )
+    field = "session.audio.input.transcription.language"
+    for error in (unknown, english_only):
+        assert error["error"]["code"] == "unsupported_language" and error["error"]["param"] == field
+    assert "'xx'" in unknown["error"]["message"] and "English-only" in english_only["error"]["message"]
+    assert (
+        language(english) == "en"
+        and english["session"]["audio"]["input"]["transcription"]["model"] == "whisper-base"
+    )
+    assert not s.of("conversation.item.input_audio_transcription.failed")
+    assert wer(turn.text, done["transcript"]) < 0.35, done["transcript"]
+    assert done.get("languages") == [{"code": "en"}]
+    assert beta_error["error"]["param"] == "session.input_audio_transcription.language"
+
+
 def test_live_partials_arrive_while_speaking_and_join_to_the_transcript(server: Server, talk: Conversation):
     turn = talk.turns[2]
     audio = talk.samples[int(turn.start * 16000) : int(turn.end * 16000)]

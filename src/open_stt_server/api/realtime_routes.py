@@ -18,9 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketState
 
 from open_stt_server.api.errors import envelope
-from open_stt_server.languages import language_code
-from open_stt_server.realtime.protocol import SessionSettings, error_event
-from open_stt_server.realtime.session import RealtimeSession, SessionLimits
+from open_stt_server.realtime.protocol import ProtocolError, SessionSettings, error_event
+from open_stt_server.realtime.session import RealtimeSession, SessionLimits, session_language
 from open_stt_server.scheduler import ServedModels
 
 log = logging.getLogger(__name__)
@@ -125,12 +124,12 @@ async def realtime(websocket: WebSocket) -> None:
     session_settings = SessionSettings(model=url_model or queue.name)
     language = params.get("language")
     if language:
-        code = language_code(language)
-        if code is None:
-            problems.append(error_event(f"Unsupported language '{language}'.", code="unsupported_language",
-                                        param="language"))  # fmt: skip
-        else:
-            session_settings = replace(session_settings, language=code)
+        try:
+            session_settings = replace(
+                session_settings, language=session_language(language, queue, "language")
+            )
+        except ProtocolError as exc:
+            problems.append(error_event(exc.message, code=exc.code, param=exc.param))
     beta = "realtime=v1" in websocket.headers.get("openai-beta", "") or BETA_SUBPROTOCOL in offered
     limits = SessionLimits(
         settings.realtime_max_session_s,

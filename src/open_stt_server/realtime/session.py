@@ -15,12 +15,13 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from open_stt_server.audio import Audio
 from open_stt_server.formats import word_logprobs
+from open_stt_server.languages import language_code
 from open_stt_server.realtime.audio import SAMPLE_RATE, InputAudio, InvalidAudio, SessionAudio
 from open_stt_server.realtime.protocol import (
     Dialect,
@@ -113,6 +114,30 @@ class CommittedTurn:
     ready: Pass | None  # a pass that heard the whole turn: its text is the final one
     pending: asyncio.Task | None  # ... or the pass under way that will have
     ended_at: float  # monotonic time of the end of speech or the commit
+
+
+def session_language(raw: str, queue: TranscriptionQueue, param: str) -> str:
+    """The Whisper code for a session's `language` ("fr", "French", "fr-CA" → "fr"), read as the file API reads it;
+    a language the model cannot take is an error naming `param`, not a failure of every turn."""
+    code = language_code(raw)
+    if code is None:
+        raise ProtocolError(
+            f"Unsupported language '{raw}': use an ISO 639-1 code such as 'en'.",
+            param,
+            "unsupported_language",
+        )
+    engine = queue.engine
+    if engine.english_only and code != "en":
+        raise ProtocolError(
+            f"Model '{queue.name}' is English-only and cannot transcribe '{raw}'.",
+            param,
+            "unsupported_language",
+        )
+    if engine.languages is not None and code not in engine.languages:
+        raise ProtocolError(
+            f"Model '{queue.name}' does not take language '{raw}'.", param, "unsupported_language"
+        )
+    return code
 
 
 def aligned_prefix(sent: list[str] | tuple[str, ...], final: list[str]) -> int:
@@ -210,12 +235,9 @@ class RealtimeSession:
                     "model_not_found",
                 )
             queue = found
-        if new.language and queue.engine.english_only and new.language != "en":
-            raise ProtocolError(
-                f"Model '{queue.name}' is English-only and cannot transcribe '{new.language}'.",
-                "session.audio.input.transcription.language",
-                "unsupported_language",
-            )
+        if new.language:
+            param = "session.input_audio_transcription" if beta else "session.audio.input.transcription"
+            new = replace(new, language=session_language(new.language, queue, f"{param}.language"))
         if new.format != self.settings.format:
             self.input = InputAudio(new.format)
         if new.vad != self.settings.vad:
