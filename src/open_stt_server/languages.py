@@ -44,3 +44,25 @@ def language_code(value: str) -> str | None:
 
 def language_name(code: str) -> str:
     return LANGUAGE_NAMES.get(code, code)
+
+
+class UnsupportedLanguage(ValueError):
+    """A `language` a model cannot take; the message says why and what to send instead."""
+
+
+def model_language(raw: str, model: str, english_only: bool, accepted: frozenset[str] | None) -> str:
+    """The Whisper code for the `language` a client sent ("fr", "French", "fr-CA" → "fr"), checked against what
+    the model takes (`accepted`: its codes, None = all of Whisper's). Files and realtime sessions read it alike."""
+    code = language_code(raw)
+    if code is None:
+        raise UnsupportedLanguage(f"Unsupported language '{raw}': use an ISO 639-1 code such as 'en'.")
+    if accepted is not None and code not in accepted:
+        raise UnsupportedLanguage(
+            f"Model '{model}' does not take language '{raw}'; use an ISO 639-1 code it knows, or leave language "
+            "out to detect it."
+        )
+    if english_only and code != "en":
+        raise UnsupportedLanguage(
+            f"Model '{model}' is English-only and cannot transcribe '{raw}'; use a multilingual model."
+        )
+    return code

@@ -30,7 +30,7 @@ from open_stt_server.diarization import (
 )
 from open_stt_server.diarization.service import DiarizationJob
 from open_stt_server.diarization.speakers import SegmentLabeller
-from open_stt_server.languages import language_code
+from open_stt_server.languages import UnsupportedLanguage, model_language
 from open_stt_server.metrics import Metrics
 from open_stt_server.scheduler import (
     EngineFailure,
@@ -248,27 +248,10 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
     language = None
     raw_language = _text(form, "language") if task == "transcribe" else None
     if raw_language:
-        language = language_code(raw_language)
-        if language is None:
-            raise bad_request(
-                f"Unsupported language '{raw_language}': use an ISO 639-1 code such as 'en'.",
-                "language",
-                "unsupported_language",
-            )
-        if engine.languages is not None and language not in engine.languages:
-            raise bad_request(
-                f"Model '{queue.name}' does not take language '{raw_language}'; use an ISO 639-1 code it "
-                "knows, or leave language out to detect it.",
-                "language",
-                "unsupported_language",
-            )
-        if engine.english_only and language != "en":
-            raise bad_request(
-                f"Model '{queue.name}' is English-only and cannot transcribe '{raw_language}'; "
-                "use a multilingual model.",
-                "language",
-                "unsupported_language",
-            )
+        try:
+            language = model_language(raw_language, queue.name, engine.english_only, engine.languages)
+        except UnsupportedLanguage as exc:
+            raise bad_request(str(exc), "language", "unsupported_language") from None
     if task == "translate" and not engine.supports_translation:
         raise bad_request(
             f"Model '{queue.name}' cannot translate"

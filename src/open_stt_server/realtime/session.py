@@ -21,7 +21,7 @@ import numpy as np
 
 from open_stt_server.audio import Audio
 from open_stt_server.formats import word_logprobs
-from open_stt_server.languages import language_code
+from open_stt_server.languages import UnsupportedLanguage, model_language
 from open_stt_server.realtime.audio import SAMPLE_RATE, InputAudio, InvalidAudio, SessionAudio
 from open_stt_server.realtime.protocol import (
     Dialect,
@@ -117,27 +117,13 @@ class CommittedTurn:
 
 
 def session_language(raw: str, queue: TranscriptionQueue, param: str) -> str:
-    """The Whisper code for a session's `language` ("fr", "French", "fr-CA" → "fr"), read as the file API reads it;
-    a language the model cannot take is an error naming `param`, not a failure of every turn."""
-    code = language_code(raw)
-    if code is None:
-        raise ProtocolError(
-            f"Unsupported language '{raw}': use an ISO 639-1 code such as 'en'.",
-            param,
-            "unsupported_language",
-        )
+    """A session's `language` as the file API reads it; one the model cannot take is an error naming `param`, not a
+    failure of every turn."""
     engine = queue.engine
-    if engine.english_only and code != "en":
-        raise ProtocolError(
-            f"Model '{queue.name}' is English-only and cannot transcribe '{raw}'.",
-            param,
-            "unsupported_language",
-        )
-    if engine.languages is not None and code not in engine.languages:
-        raise ProtocolError(
-            f"Model '{queue.name}' does not take language '{raw}'.", param, "unsupported_language"
-        )
-    return code
+    try:
+        return model_language(raw, queue.name, engine.english_only, engine.languages)
+    except UnsupportedLanguage as exc:
+        raise ProtocolError(str(exc), param, "unsupported_language") from None
 
 
 def aligned_prefix(sent: list[str] | tuple[str, ...], final: list[str]) -> int:
