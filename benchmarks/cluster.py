@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.run import percentile, short_clips, wav_seconds
 from open_stt_server import hub
 from tests.conftest import start_server
-from tests.ray_cluster import deployed, local_cluster, pids_of, pss_mb, wait_for
+from tests.ray_cluster import command_line, deployed, local_cluster, pids_of, pss_mb, stat_fields, wait_for
 
 
 def post(url: str, audio: bytes, model: str) -> tuple[int, float]:
@@ -70,10 +70,8 @@ def cpu_seconds_by_role(pids: list[int]) -> dict[str, float]:
     ticks = os.sysconf("SC_CLK_TCK")
     used: dict[str, float] = {}
     for pid in pids:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+        cmdline, fields = command_line(pid), stat_fields(pid)
+        if cmdline is None or fields is None:
             continue
         role = next((name for marker, name in roles.items() if marker in cmdline), "ray_daemons_and_workers")
         used[role] = used.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks

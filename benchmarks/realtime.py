@@ -266,7 +266,7 @@ def main() -> None:
     for bundled in hub.BUNDLED.values():
         hub.install_bundled(bundled, home / "hub")
     talk = meeting(lines=LINES[: args.lines], gap_s=1.0)
-    loaded = [*args.models, *([args.session_model] if args.session_model not in (None, *args.models) else [])]
+    loaded = args.models + [m for m in [args.session_model] if m and m not in args.models]
     server = start_server(home, tmp, "--model", ",".join(loaded))
     out: dict = {"audio_seconds": round(talk.duration, 1), "turns": len(talk.turns)}
     try:

@@ -34,33 +34,36 @@ def wait_for(what: str, check, timeout: float, every: float = 0.5):
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def command_line(pid: int) -> str | None:
+    """A process's command line (arguments joined by spaces); None once it has gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the process name (state ppid pgrp session ...); None once it has gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _all_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
 def pids_of(marker: str) -> list[int]:
     """Processes whose command line contains `marker` (an idle actor's process is named after its class)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline and int(entry.name) != os.getpid():
-            found.append(int(entry.name))
-    return found
+    return [pid for pid in _all_pids() if pid != os.getpid() and marker in (command_line(pid) or "")]
 
 
 def session_pids(leader: int) -> list[int]:
     """Every process in the session `leader` started (a raylet's workers and actors stay in it)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == leader:  # fields after the name: state ppid pgrp session ...
-                found.append(int(entry.name))
-    return found
+    return [
+        pid for pid in _all_pids() if (fields := stat_fields(pid)) is not None and int(fields[3]) == leader
+    ]
 
 
 def pss_mb(pids: list[int]) -> float:

@@ -1,4 +1,5 @@
-"""Cluster-mode flags and the Serve config file, without Ray: parsing, per-model settings, errors, resources; and\nwhat happens where Ray is not installed."""
+"""Cluster-mode flags and the Serve config file, without Ray: parsing, per-model settings, errors, resources; and
+what happens where Ray is not installed."""
 
 from __future__ import annotations
 
