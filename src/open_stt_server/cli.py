@@ -216,6 +216,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest WebSocket message [OPEN_STT_REALTIME_MAX_MESSAGE_MB] (default 21)",
     )
     p.add_argument(
+        "--wyoming-port",
+        type=int,
+        help="also serve Home Assistant's Wyoming protocol on this TCP port (custom: 10300); 0 = off "
+        "[OPEN_STT_WYOMING_PORT] (default 0)",
+    )
+    p.add_argument(
+        "--wyoming-host",
+        help="address the Wyoming port binds; it has no authentication [OPEN_STT_WYOMING_HOST] (default: --host)",
+    )
+    p.add_argument(
+        "--wyoming-endpointing",
+        **boolean,
+        help="the server ends a Wyoming utterance when the speaker stops (requires_external_vad false) "
+        "[OPEN_STT_WYOMING_ENDPOINTING] (default false)",
+    )
+    p.add_argument(
+        "--wyoming-partials",
+        **boolean,
+        help="stream words (transcript-chunk) while a Wyoming speaker talks [OPEN_STT_WYOMING_PARTIALS] "
+        "(default true)",
+    )
+    p.add_argument(
+        "--wyoming-idle-timeout",
+        type=float,
+        help="seconds without an event before a Wyoming connection is closed [OPEN_STT_WYOMING_IDLE_TIMEOUT] "
+        "(default 60)",
+    )
+    p.add_argument(
         "--ssl-certfile", help="serve HTTPS/WSS with this certificate (PEM) [OPEN_STT_SSL_CERTFILE]"
     )
     p.add_argument("--ssl-keyfile", help="the certificate's private key (PEM) [OPEN_STT_SSL_KEYFILE]")
@@ -286,6 +314,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     pick(
         args.realtime_max_message_mb, ("OPEN_STT_REALTIME_MAX_MESSAGE_MB",), float, "realtime_max_message_mb"
     )
+    pick(args.wyoming_port, ("OPEN_STT_WYOMING_PORT",), int, "wyoming_port")
+    pick(args.wyoming_host, ("OPEN_STT_WYOMING_HOST",), str, "wyoming_host")
+    pick(args.wyoming_endpointing, ("OPEN_STT_WYOMING_ENDPOINTING",), parse_bool, "wyoming_endpointing")
+    pick(args.wyoming_partials, ("OPEN_STT_WYOMING_PARTIALS",), parse_bool, "wyoming_partials")
+    pick(args.wyoming_idle_timeout, ("OPEN_STT_WYOMING_IDLE_TIMEOUT",), float, "wyoming_idle_timeout_s")
     pick(args.ssl_certfile, ("OPEN_STT_SSL_CERTFILE",), str, "ssl_certfile")
     pick(args.ssl_keyfile, ("OPEN_STT_SSL_KEYFILE",), str, "ssl_keyfile")
     if isinstance(values.get("cors_origins"), str):
@@ -293,7 +326,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if values.get("api_key") == "":
         values["api_key"] = None
     for optional in ("compute_type", "diarizer_weights", "diarize_model", "realtime_model", "ssl_certfile",
-                     "ssl_keyfile"):  # fmt: skip
+                     "ssl_keyfile", "wyoming_host"):  # fmt: skip
         if values.get(optional) == "":
             values[optional] = None
     settings = Settings(**values)  # type: ignore[arg-type]
@@ -314,6 +347,7 @@ def _validate(s: Settings) -> None:
         ("--realtime-idle-timeout", s.realtime_idle_timeout_s),
         ("--realtime-max-buffer-seconds", s.realtime_max_buffer_s),
         ("--realtime-max-message-mb", s.realtime_max_message_mb),
+        ("--wyoming-idle-timeout", s.wyoming_idle_timeout_s),
     ):
         if value <= 0:
             raise ConfigError(f"{name} must be positive, got {value}")
@@ -323,6 +357,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"--diarizer must be one of {', '.join(DIARIZERS)}, got '{s.diarizer}'")
     if bool(s.ssl_certfile) != bool(s.ssl_keyfile):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together: give both or neither")
+    if not 0 <= s.wyoming_port < 65536:
+        raise ConfigError(f"--wyoming-port must be between 0 (off) and 65535, got {s.wyoming_port}")
     if s.cpu_threads < 0 or s.request_timeout_s < 0:
         raise ConfigError("--cpu-threads and --request-timeout must not be negative")
 

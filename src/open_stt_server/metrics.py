@@ -57,6 +57,25 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.wyoming_connections = Gauge(
+            "open_stt_wyoming_connections", "Wyoming (Home Assistant) connections open", registry=r
+        )
+        self.wyoming_utterances = Counter(
+            "open_stt_wyoming_utterances",
+            "Wyoming utterances answered, by outcome (transcribed, failed)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.wyoming_audio_seconds = Counter(
+            "open_stt_wyoming_audio_seconds", "Seconds of audio received over Wyoming", ["model"], registry=r
+        )
+        self.wyoming_latency = Histogram(
+            "open_stt_wyoming_latency_seconds",
+            "End of the utterance (audio-stop, or the speaker stopping with endpointing) → transcript",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.model_load_seconds = Gauge(
             "open_stt_model_load_seconds", "Time to load each model", ["model"], registry=r
         )

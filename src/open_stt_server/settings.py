@@ -45,6 +45,11 @@ class Settings:
     realtime_idle_timeout_s: float = 300.0
     realtime_max_buffer_s: float = 600.0  # uncommitted audio when the client commits
     realtime_max_message_mb: float = 21.0  # one WebSocket message (OpenAI: 15 MiB of audio, base64)
+    wyoming_port: int = 0  # Home Assistant's Wyoming protocol; 0 = off
+    wyoming_host: str | None = None  # None = `host`
+    wyoming_endpointing: bool = False  # the server ends an utterance when the speaker stops
+    wyoming_partials: bool = True  # transcript-chunks while the speaker talks
+    wyoming_idle_timeout_s: float = 60.0
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
 

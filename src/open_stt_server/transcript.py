@@ -40,6 +40,7 @@ class TranscribeOptions:
     task: Task = "transcribe"
     language: str | None = None  # ISO 639-1 code; None = detect
     prompt: str | None = None
+    hotwords: str | None = None  # words to bias recognition towards (Whisper: a hint ahead of the prompt)
     temperature: float = 0.0
     word_timestamps: bool = False
     vad_filter: bool = False

@@ -139,6 +139,7 @@ class WhisperEngine:
             "task": options.task,
             "beam_size": options.beam_size,
             "initial_prompt": options.prompt or None,
+            "hotwords": options.hotwords or None,
             "temperature": list(options.temperatures),
             "word_timestamps": options.word_timestamps,
             "vad_filter": False,  # we cut speech regions ourselves so that times stay true

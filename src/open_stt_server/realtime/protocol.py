@@ -14,8 +14,8 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from open_stt_server.live.vad import VadSettings
 from open_stt_server.realtime.audio import PCM_RATES, InputFormat
-from open_stt_server.realtime.vad import VadSettings
 
 Dialect = Literal["ga", "beta"]
 LOGPROBS = "item.input_audio_transcription.logprobs"

@@ -51,12 +51,12 @@ class VadSettings:
 
 
 @dataclass(frozen=True)
-class SpeechStarted:
+class VoiceStarted:
     at: int  # sample offset where speech began (before the prefix padding)
 
 
 @dataclass(frozen=True)
-class SpeechStopped:
+class VoiceStopped:
     at: int  # sample offset where the turn ends: the silence start + silence_duration_ms
 
 
@@ -80,8 +80,8 @@ class TurnDetector:
     def low_threshold(self) -> float:
         return max(self.settings.threshold - 0.15, 0.01)
 
-    def feed(self, samples: np.ndarray) -> list[SpeechStarted | SpeechStopped]:
-        events: list[SpeechStarted | SpeechStopped] = []
+    def feed(self, samples: np.ndarray) -> list[VoiceStarted | VoiceStopped]:
+        events: list[VoiceStarted | VoiceStopped] = []
         silence_windows = max(1, round(self.settings.silence_duration_ms * SAMPLE_RATE / 1000 / WINDOW))
         for probability in self._vad.feed(samples):
             start, self.position = self.position, self.position + WINDOW
@@ -94,7 +94,7 @@ class TurnDetector:
                         self.speaking, self.speech_start = True, self._candidate
                         self.speech_end = self.position
                         self.last_pause, self._silence_start, self._candidate = self._candidate, None, None
-                        events.append(SpeechStarted(self.speech_start))
+                        events.append(VoiceStarted(self.speech_start))
                 elif probability < self.low_threshold:
                     self._candidate = None
                 continue
@@ -105,7 +105,7 @@ class TurnDetector:
                     self._silence_start = self.speech_end = start
                 if (self.position - self._silence_start) // WINDOW >= silence_windows:
                     self.speaking = False
-                    events.append(SpeechStopped(self.position))
+                    events.append(VoiceStopped(self.position))
                     self._silence_start = None
                     continue  # speech_end stays where the silence began
             elif probability >= self.settings.threshold:

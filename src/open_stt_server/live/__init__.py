@@ -1,0 +1,1 @@
+"""Live speech with no protocol: audio in → speech started/stopped, partial words, finals out."""

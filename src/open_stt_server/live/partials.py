@@ -1,0 +1,46 @@
+"""Which words of a live pass are settled enough to send, and where a final transcript picks up from the words
+already sent. Words keep their leading whitespace, so joined again they give the text."""
+
+from __future__ import annotations
+
+import re
+
+
+def words_of(text: str) -> list[str]:
+    """Words with their leading whitespace: joined again they give the text (less trailing space)."""
+    return re.findall(r"\s*\S+", text)
+
+
+def normal(word: str) -> str:
+    """A word as compared across passes: lower case, without punctuation."""
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+def settled(previous: list[str], latest: list[str], sent: list[str]) -> list[str]:
+    """The words of `latest` to send now: those it and the `previous` pass agree on, past the ones already `sent`
+    (never its newest word, which the end of the audio may still cut off). Nothing when the latest pass no longer
+    agrees with what was sent: words sent are never retracted, so the final transcript reconciles them."""
+    agreed = 0
+    for before, now in zip(previous, latest, strict=False):
+        if normal(before) != normal(now) or not normal(now):
+            break
+        agreed += 1
+    agreed = min(agreed, len(latest) - 1)
+    matches_sent = all(normal(a) == normal(b) for a, b in zip(sent, latest, strict=False))
+    if agreed > len(sent) and matches_sent:
+        return latest[len(sent) : agreed]
+    return []
+
+
+def aligned_prefix(sent: list[str] | tuple[str, ...], final: list[str]) -> int:
+    """How many of `final`'s first words the words already `sent` stand for: the prefix of `final` at the least
+    edit distance from `sent` (the longest on a tie)."""
+    a = [normal(w) for w in sent]
+    b = [normal(w) for w in final]
+    row = list(range(len(b) + 1))  # distance from a[:i] to b[:k], for the current i
+    for i, word in enumerate(a, 1):
+        previous, row = row, [i] + [0] * len(b)
+        for k in range(1, len(b) + 1):
+            row[k] = min(previous[k] + 1, row[k - 1] + 1, previous[k - 1] + (word != b[k - 1]))
+    best = min(row)
+    return max(k for k, d in enumerate(row) if d == best)
