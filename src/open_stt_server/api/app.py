@@ -116,6 +116,22 @@ def load_speaker_labels(settings: Settings) -> DiarizationService | None:
     return DiarizationService(diarizer)
 
 
+async def open_wyoming(settings: Settings, served: ServedModels, live_streams, metrics: Metrics):
+    """Home Assistant's Wyoming listener beside HTTP when --wyoming-port is set; None otherwise."""
+    if not settings.wyoming_port:
+        return None
+    from open_stt_server.wyoming.server import WyomingDoor
+
+    door = WyomingDoor(settings, served, live_streams, metrics)
+    try:
+        await door.start()
+    except OSError as exc:
+        raise StartupError(
+            f"--wyoming-port {settings.wyoming_port}: cannot listen on {door.host}:{door.port} ({exc.strerror})"
+        ) from None
+    return door
+
+
 def create_app(
     settings: Settings,
     models: ServedModels | None = None,
@@ -137,9 +153,12 @@ def create_app(
         metrics.watch_queues(served.depths)
         for name, queue in served.queues.items():
             queue.on_finished = audio_routes.finished_job_recorder(metrics, name)
+        door = await open_wyoming(settings, served, app.state.realtime.open, metrics)
         try:
             yield
         finally:
+            if door is not None:
+                await door.stop()
             served.stop()
             if diarization is not None:
                 diarization.close()
