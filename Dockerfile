@@ -57,7 +57,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     OPEN_STT_PORT=8080 \
     OPEN_STT_DOWNLOAD=true \
     PYTHONUNBUFFERED=1
-EXPOSE 8080
+# 8080: HTTP (OpenAI's API); 10300: Home Assistant's Wyoming protocol when OPEN_STT_WYOMING_PORT=10300
+EXPOSE 8080 10300
 VOLUME /data
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('OPEN_STT_PORT', '8080'), timeout=4)"]

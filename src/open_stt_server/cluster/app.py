@@ -136,8 +136,9 @@ class Ingress:
                 self.slots[spec.name],
             )
         served = ServedModels(queues, default, int(time.time()), {}, aliases)
-        # Serve's proxy returns X-Request-ID itself (the client's, or one it made and handed to us).
-        return create_app(self.settings, served, echo_request_id=False)
+        # Serve's proxy returns X-Request-ID itself (the client's, or one it made and handed to us). Cluster mode
+        # serves no Wyoming: Serve's proxy speaks HTTP only, and every ingress replica would bind the same port.
+        return create_app(replace(self.settings, wyoming_port=0), served, echo_request_id=False)
 
 
 def _serve_options(name: str, d: Deployment, settings: Settings, options: ClusterOptions) -> dict:

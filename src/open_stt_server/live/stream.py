@@ -57,6 +57,9 @@ PASS_SLACK_SAMPLES = SAMPLE_RATE // 20
 # The final's decode starts after 120 ms of silence (at most half of silence_duration_ms), not at the first quiet
 # window: most gaps between words are shorter.
 ANTICIPATE_AFTER_SAMPLES = SAMPLE_RATE * 12 // 100
+# Audio that arrives this far ahead of the wall clock is a recording sent at once, not live speech: a pass over
+# part of it would only delay the final decode that follows at once.
+BURST_AHEAD_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -145,18 +148,19 @@ class SpeechStream:
         self.heard_speech = False  # without a VAD: speech was heard since the last commit (gates partials)
         self._turns: asyncio.Queue[CommittedTurn | None] = asyncio.Queue()
         self._decoder = asyncio.create_task(self._decode_turns())
+        self._first_audio_at: float | None = None
+
+    @property
+    def live(self) -> bool:
+        """Audio arrives at about the pace it was spoken (not a recording sent at once)."""
+        if self._first_audio_at is None:
+            return True
+        return self.position / SAMPLE_RATE <= time.monotonic() - self._first_audio_at + BURST_AHEAD_S
 
     @property
     def position(self) -> int:
         """Samples (16 kHz) received in the stream: the offset events are measured from."""
         return self.audio.end
-
-    @property
-    def busy(self) -> bool:
-        """A turn is open or committed and not yet transcribed."""
-        return self.open is not None or not self._turns.empty() or self._decoding
-
-    _decoding = False
 
     def reconfigure(self, options: LiveOptions, queue: TranscriptionQueue | None = None) -> None:
         """New options (and model) for the turns to come; a new VAD drops the open turn."""
@@ -172,13 +176,16 @@ class SpeechStream:
     def append(self, samples: np.ndarray, seconds: float | None = None) -> None:
         """16 kHz samples; `seconds`: the duration as received (before resampling), for the stream's stats."""
         self.stats.audio_seconds += len(samples) / SAMPLE_RATE if seconds is None else seconds
+        if self._first_audio_at is None:
+            self._first_audio_at = time.monotonic()
         self.audio.append(samples)
         if self.options.vad is None:
             self._append_manual(samples)
         else:
             self._append_vad(samples)
-        self._anticipate()
-        self._maybe_partial()
+        if self.live:
+            self._anticipate()
+            self._maybe_partial()
 
     def _append_manual(self, samples: np.ndarray) -> None:
         if self.open is None:
@@ -252,11 +259,6 @@ class SpeechStream:
         with contextlib.suppress(asyncio.CancelledError):
             await self._decoder
 
-    async def drain(self) -> None:
-        """Wait until every committed turn is transcribed (or failed)."""
-        while not self._turns.empty() or self._decoding:
-            await asyncio.sleep(0.01)
-
     # -- turns --------------------------------------------------------------------------------------------
 
     def _drop_open_turn(self) -> None:
@@ -314,7 +316,6 @@ class SpeechStream:
             turn = await self._turns.get()
             if turn is None:
                 return
-            self._decoding = True
             try:
                 await self._decode(turn)
             except asyncio.CancelledError:
@@ -322,8 +323,6 @@ class SpeechStream:
             except Exception:  # a bug must not end the stream: the turn fails, the next one is decoded
                 log.exception("live turn failed")
                 self._failed(turn, "The server failed while transcribing this turn.", "internal_error")
-            finally:
-                self._decoding = False
 
     async def _decode(self, turn: CommittedTurn) -> None:
         final: list[str] = []  # the final transcript's words

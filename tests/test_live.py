@@ -1,0 +1,137 @@
+"""The live-speech core driven with no protocol at all: 16 kHz samples in, plain events out, on the real
+whisper-tiny.en weights through a real model queue."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from open_stt_server.live.audio import PcmDecoder, SpeechBuffer
+from open_stt_server.live.events import (
+    SpeechStarted,
+    SpeechStopped,
+    TextDelta,
+    TurnCommitted,
+    TurnTranscribed,
+)
+from open_stt_server.live.partials import aligned_prefix, settled, words_of
+from open_stt_server.live.stream import BufferTooSmall, LiveOptions, SpeechStream
+from open_stt_server.scheduler import ModelQueue
+from tests.conftest import needs_espeak, speak, wer, whisper_engine
+
+SENTENCE = "Turn on the kitchen lights and open the blinds."
+CHUNK = 320  # 20 ms
+
+
+@pytest.fixture(scope="module")
+def queue(hf_home: Path):
+    q = ModelQueue("whisper-tiny.en", whisper_engine(hf_home, "whisper-tiny.en"), 2, 16)
+    yield q
+    q.stop()
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    if subprocess.run(["which", "espeak-ng"], capture_output=True).returncode:
+        pytest.skip("espeak-ng is not installed")
+    raw = speak(SENTENCE, tmp_path_factory.mktemp("live") / "raw.wav")
+    out = raw.with_name("speech.wav")
+    subprocess.run(["sox", str(raw), "-r", "16000", str(out)], check=True)
+    samples, _ = soundfile.read(str(out), dtype="float32")
+    return samples
+
+
+async def feed(stream: SpeechStream, samples: np.ndarray, paced: bool) -> None:
+    started = time.monotonic()
+    for index, at in enumerate(range(0, len(samples), CHUNK)):
+        stream.append(samples[at : at + CHUNK])
+        if paced:
+            await asyncio.sleep(max(0.0, started + (index + 1) * CHUNK / 16000 - time.monotonic()))
+        elif index % 50 == 0:
+            await asyncio.sleep(0)
+
+
+def drive(queue, options: LiveOptions, audio: np.ndarray, paced: bool, commit: bool = False) -> list:
+    async def scenario() -> list:
+        events: list = []
+        stream = SpeechStream(queue, options, events.append)
+        await feed(stream, audio, paced)
+        if commit:
+            stream.commit()
+        deadline = time.monotonic() + 60
+        while not any(isinstance(e, TurnTranscribed) for e in events) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await stream.close()
+        return events
+
+    return asyncio.run(scenario())
+
+
+@needs_espeak
+def test_vad_turn_at_real_time_pace_with_partials(queue, speech: np.ndarray):
+    silence = np.zeros(16000, dtype=np.float32)
+    audio = np.concatenate([silence[:8000], speech, silence])
+    events = drive(queue, LiveOptions(partials=True), audio, paced=True)
+    kinds = [type(e) for e in events]
+    assert kinds[0] is SpeechStarted
+    assert kinds.index(SpeechStopped) < kinds.index(TurnCommitted) < kinds.index(TurnTranscribed)
+    final = next(e for e in events if isinstance(e, TurnTranscribed))
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert "".join(d.text for d in deltas) == final.text
+    assert kinds.index(TextDelta) < kinds.index(SpeechStopped), "no words while speaking"
+    assert wer(SENTENCE, final.text) <= 0.2, final.text
+    started = events[0]
+    assert abs(started.start / 16000 - 0.5) < 0.5  # true offsets: speech begins 0.5 s in (less the padding)
+    assert final.end > final.start and final.language == "en"
+
+
+@needs_espeak
+def test_manual_commit_of_a_burst_decodes_once(queue, speech: np.ndarray):
+    events = drive(queue, LiveOptions(vad=None, partials=True), speech, paced=False, commit=True)
+    assert not any(isinstance(e, SpeechStarted) for e in events)
+    final = next(e for e in events if isinstance(e, TurnTranscribed))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == final.text
+    assert wer(SENTENCE, final.text) <= 0.2, final.text
+
+
+def test_too_little_audio_cannot_be_committed(queue):
+    async def scenario():
+        stream = SpeechStream(queue, LiveOptions(vad=None), lambda e: None)
+        stream.append(np.zeros(800, dtype=np.float32))
+        with pytest.raises(BufferTooSmall):
+            stream.commit()
+        await stream.close()
+
+    asyncio.run(scenario())
+
+
+def test_pcm_decoder_any_rate_width_and_channels():
+    tone = np.sin(2 * np.pi * 440 * np.arange(48000) / 48000).astype(np.float32) * 0.5
+    stereo = np.stack([tone, tone], axis=1)
+    raw = (stereo * 32767).astype("<i2").tobytes()
+    decoder = PcmDecoder(48000, 2, 2)
+    parts = [
+        decoder.decode(raw[i : i + 1001])[0] for i in range(0, len(raw), 1001)
+    ]  # frames torn across chunks
+    out = np.concatenate(parts)
+    assert abs(len(out) - 16000) < 200 and 0.45 < np.abs(out).max() < 0.55
+    u8 = PcmDecoder(16000, 1, 1).decode(bytes([128, 255, 0]))[0]
+    assert np.allclose(u8, [0.0, 127 / 128, -1.0])
+
+
+def test_buffer_and_word_agreement():
+    buffer = SpeechBuffer()
+    buffer.append(np.arange(10, dtype=np.float32))
+    buffer.append(np.arange(10, 20, dtype=np.float32))
+    buffer.drop_before(5)
+    assert buffer.start == 5 and buffer.slice(8, 12).tolist() == [8, 9, 10, 11]
+    previous, latest = words_of("turn on the kitchen"), words_of("Turn on the kitchen lights")
+    assert settled(previous, latest, []) == words_of("Turn on the kitchen")
+    assert settled(previous, latest, words_of("turn off")) == []  # never retracts what was sent
+    assert aligned_prefix(words_of("turn on the"), words_of("Turn on the lights.")) == 3
