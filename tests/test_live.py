@@ -120,7 +120,8 @@ def test_pcm_decoder_any_rate_width_and_channels():
         decoder.decode(raw[i : i + 1001])[0] for i in range(0, len(raw), 1001)
     ]  # frames torn across chunks
     out = np.concatenate(parts)
-    assert abs(len(out) - 16000) < 200 and 0.45 < np.abs(out).max() < 0.55
+    # a streaming resampler holds back a few hundred samples until more audio comes; none are invented
+    assert 15500 < len(out) <= 16000 and 0.45 < np.abs(out).max() < 0.55
     u8 = PcmDecoder(16000, 1, 1).decode(bytes([128, 255, 0]))[0]
     assert np.allclose(u8, [0.0, 127 / 128, -1.0])
 

@@ -5,8 +5,6 @@ describe/info exchange, Home Assistant's utterance sequence on real speech (seve
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import socket
 import subprocess
 import time
@@ -19,6 +17,7 @@ import pytest
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.client import AsyncTcpClient
+from wyoming.event import Event, async_read_event
 from wyoming.info import Describe, Info
 
 from tests.conftest import (
@@ -201,8 +200,9 @@ def test_words_arrive_while_the_speaker_talks(door, command: Path):
     assert early, "no words before audio-stop"
     assert "".join(answer.chunks) == answer.text
     assert wer("Turn on the kitchen lights and set the thermostat to twenty one degrees.", answer.text) <= 0.2
-    final_after_stop = answer.first_at("transcript") - answer.audio_stop_at
-    assert final_after_stop < 5.0  # order and completeness are asserted; speed is the benchmark's job
+    assert (
+        answer.first_at("transcript") >= answer.audio_stop_at
+    )  # speed after audio-stop: the benchmark's job
     after = metric(
         server, "open_stt_wyoming_utterances_total", model="whisper-tiny.en", outcome="transcribed"
     )
@@ -288,28 +288,35 @@ def test_bad_requests_get_an_error_event_then_the_end(door):
     assert httpx.get(server.url + "/health", timeout=5).status_code == 200
 
 
-def _raw_exchange(port: int, payload: bytes) -> list[dict]:
-    """Bytes straight onto the socket; the JSON headers the server answers with until it closes."""
+def _raw_exchange(port: int, payload: bytes) -> list[Event]:
+    """Bytes straight onto the socket; the events the server answers with until it closes, read by the library."""
     with socket.create_connection((HOST, port), timeout=30) as sock:
         sock.sendall(payload)
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
-    headers = []
-    for line in data.split(b"\n"):
-        with contextlib.suppress(ValueError):  # an event's data and payload follow its header line
-            header = json.loads(line)
-            if isinstance(header, dict) and "type" in header:
-                headers.append(header)
-    return headers
+
+    async def parse() -> list[Event]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        events = []
+        while (event := await async_read_event(reader)) is not None:
+            events.append(event)
+        return events
+
+    return run(parse())
 
 
 def test_malformed_and_oversized_events_are_errors_not_crashes(door):
     server, port = door
     for payload in (b"this is not json\n", b"[1, 2, 3]\n", b'{"data": {}}\n', b'{"type": "x"' + b" " * 200_000 + b"}\n",
                     b'{"type": "audio-chunk", "payload_length": 999999999}\n'):  # fmt: skip
-        headers = _raw_exchange(port, payload)
-        assert [h["type"] for h in headers] == ["error"], (payload[:40], headers)
+        events = _raw_exchange(port, payload)
+        assert [(e.type, e.data.get("code")) for e in events] == [("error", "invalid_event")], (
+            payload[:40],
+            events,
+        )
     assert httpx.get(server.url + "/health", timeout=5).status_code == 200
     wait_until(lambda: wyoming_connections(server) == 0)
 
@@ -324,10 +331,8 @@ def test_an_utterance_over_the_buffer_limit_is_an_error(door):
 
 def test_idle_connection_is_closed_with_an_error(door):
     _, port = door
-    started = time.monotonic()
-    headers = _raw_exchange(port, b"")
-    assert [h["type"] for h in headers] == ["error"]
-    assert time.monotonic() - started < 15
+    events = _raw_exchange(port, b"")  # the server closes the silent connection itself, or this would hang
+    assert [(e.type, e.data.get("code")) for e in events] == [("error", "idle_timeout")], events
 
 
 def test_a_client_that_vanishes_mid_utterance_leaves_nothing_behind(door, command: Path):
@@ -377,11 +382,10 @@ def test_endpointing_limits_and_the_api_key_warning(hf_home: Path, tmp_path: Pat
         assert run(describe()).asr[0].requires_external_vad is False
 
         pcm, rate, width, channels = read_pcm(command)
-        seconds = len(pcm) / (rate * width * channels)
         answer = run(transcribe(HOST, port, pcm, rate, width, channels, realtime=True, trailing_silence_s=4.0,
                                 request=Transcribe(vad_sensitivity="aggressive")))  # fmt: skip
+        # the client stops sending once the transcript is in: audio-stop (after 4 s of silence) was never needed
         assert answer.audio_stop_at == 0.0, "audio-stop was needed: the server did not end the utterance"
-        assert answer.first_at("transcript") < seconds + 3.0
         assert (
             wer("Turn on the kitchen lights and set the thermostat to twenty one degrees.", answer.text)
             <= 0.2

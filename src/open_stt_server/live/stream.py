@@ -34,6 +34,7 @@ from open_stt_server.live.events import (
     TurnTranscribed,
 )
 from open_stt_server.live.partials import aligned_prefix, settled, words_of
+from open_stt_server.live.turns import CommittedTurn, OpenTurn, Pass
 from open_stt_server.live.vad import TurnDetector, VadSettings, VoiceStarted
 from open_stt_server.scheduler import (
     EngineFailure,
@@ -41,7 +42,6 @@ from open_stt_server.scheduler import (
     ModelUnavailable,
     Priority,
     QueueFull,
-    TranscriptionJob,
     TranscriptionQueue,
 )
 from open_stt_server.transcript import TranscribeOptions, Word
@@ -81,41 +81,6 @@ class StreamStats:
     turns: int = 0
     audio_seconds: float = 0.0
     failed: int = 0
-
-
-@dataclass(frozen=True)
-class Pass:
-    """One decode of an open turn, from its start up to `covered` (a sample offset)."""
-
-    covered: int
-    text: str
-    language: str | None
-
-
-@dataclass
-class OpenTurn:
-    """The turn being spoken and, with live partials, the words already sent."""
-
-    id: str
-    start: int  # sample offset in the stream's audio
-    sent: list[str] = field(default_factory=list)  # words sent as deltas, each with its leading space
-    hypothesis: list[str] = field(default_factory=list)  # the latest pass's words
-    partial: asyncio.Task | None = None  # the pass under way
-    partial_job: TranscriptionJob | None = None
-    partial_covers: int = 0  # where the latest pass's audio ends
-    last_pass: Pass | None = None
-
-
-@dataclass(frozen=True)
-class CommittedTurn:
-    id: str
-    samples: np.ndarray
-    start: int
-    end: int
-    sent: tuple[str, ...]  # words live partials already sent
-    ready: Pass | None  # a pass that heard the whole turn: its text is the final one
-    pending: asyncio.Task | None  # ... or the pass under way that will have
-    ended_at: float  # monotonic time of the end of speech or the commit
 
 
 class BufferTooSmall(ValueError):

@@ -20,7 +20,7 @@ from open_stt_server.live.events import (
     TurnFailed,
     TurnTranscribed,
 )
-from open_stt_server.live.stream import BufferTooSmall, LiveOptions, SpeechStream
+from open_stt_server.live.stream import BufferTooSmall, LiveOptions, SpeechStream, StreamStats
 from open_stt_server.realtime.audio import InputAudio
 from open_stt_server.realtime.protocol import (
     Dialect,
@@ -90,7 +90,7 @@ class RealtimeSession:
         return self.stream.queue
 
     @property
-    def stats(self):
+    def stats(self) -> StreamStats:
         return self.stream.stats
 
     def _live_options(self, settings: SessionSettings) -> LiveOptions:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
@@ -91,7 +91,6 @@ class Utterance:
     answered: bool = False
     holds_slot: bool = True  # one of the model's live-stream slots
     audio_seconds: float = 0.0
-    text: list[str] = field(default_factory=list)
 
 
 class WyomingConnection(AsyncEventHandler):
@@ -99,6 +98,7 @@ class WyomingConnection(AsyncEventHandler):
         super().__init__(reader, writer)
         self.door = door
         self.request = Transcribe()
+        self.target: tuple[TranscriptionQueue, str | None] | None = None  # the request's model and language
         self.utterance: Utterance | None = None
         self._outbox: asyncio.Queue[Event | None] = asyncio.Queue()
         self._writer_task = asyncio.create_task(self._write_all())
@@ -180,7 +180,7 @@ class WyomingConnection(AsyncEventHandler):
             self._send(Pong(text=Ping.from_event(event).text).event())
         elif Transcribe.is_type(event.type):
             self.request = Transcribe.from_event(event)
-            self._queue_for(self.request)  # an unknown model or language is an error now, not at audio-start
+            self.target = self._queue_for(self.request)  # an unknown model or language is an error now
         elif AudioStart.is_type(event.type):
             await self._start(AudioStart.from_event(event))
         elif AudioChunk.is_type(event.type):
@@ -211,7 +211,7 @@ class WyomingConnection(AsyncEventHandler):
     async def _start(self, start: AudioStart) -> None:
         if self.utterance is not None:
             await self._end_utterance(self.utterance)
-        queue, language = self._queue_for(self.request)
+        queue, language = self.target or self._queue_for(self.request)
         try:
             decoder = PcmDecoder(start.rate, start.width, start.channels)
         except InvalidAudio as exc:
@@ -288,7 +288,6 @@ class WyomingConnection(AsyncEventHandler):
             utterance.turn = happened.turn
         elif isinstance(happened, TextDelta) and utterance.turn in (None, happened.turn):
             self._start_transcript(utterance)
-            utterance.text.append(happened.text)
             self._send(TranscriptChunk(text=happened.text).event())
         elif isinstance(happened, TurnTranscribed) and happened.turn == utterance.turn:
             self._answer(utterance, happened.text, happened.language)
@@ -308,12 +307,7 @@ class WyomingConnection(AsyncEventHandler):
 
     def _answer(self, utterance: Utterance, text: str, language: str | None) -> None:
         self._start_transcript(utterance)
-        sent = "".join(utterance.text)
-        if text != sent:  # only when the words sent live are not a prefix (never: deltas are append-only)
-            rest = text[len(sent) :] if text.startswith(sent) else ""
-            if rest:
-                self._send(TranscriptChunk(text=rest).event())
-        self._send(TranscriptStop().event())
+        self._send(TranscriptStop().event())  # the stream's deltas, sent as chunks, already join to `text`
         self._send(Transcript(text=text, language=language or utterance.language).event())
         utterance.answered = True
         self.door.answered(
