@@ -107,11 +107,20 @@ def bench(servers: list[str], corpus: Path, mode: str, rounds: int, extra: list[
 
 async def paced(port: int, corpus: list[tuple[Path, str]], model: str | None) -> dict:
     """Home Assistant's way: real-time pace, 0.5 s of trailing silence; one utterance at a time."""
-    after_stop, first_chunk, refs, hyps = [], [], [], []
+    after_stop, first_chunk, refs, hyps, failed = [], [], [], [], 0
     for path, text in corpus:
         pcm, rate, width, channels = read_pcm(path)
-        answer = await transcribe("127.0.0.1", port, pcm, rate, width, channels, realtime=True,
-                                  trailing_silence_s=0.5, request=Transcribe(name=model, language="en"))  # fmt: skip
+        request = Transcribe(name=model, language="en")
+        try:
+            answer = await asyncio.wait_for(
+                transcribe("127.0.0.1", port, pcm, rate, width, channels, realtime=True, trailing_silence_s=0.5,
+                           request=request), len(pcm) / (rate * width * channels) + 60)  # fmt: skip
+        except (asyncio.TimeoutError, ConnectionError):
+            failed += 1
+            continue
+        if answer.first_at("transcript") is None:
+            failed += 1
+            continue
         after_stop.append(answer.first_at("transcript") - answer.audio_stop_at)
         chunk = answer.first_at("transcript-chunk")
         if chunk is not None and chunk < answer.audio_stop_at:
@@ -124,6 +133,7 @@ async def paced(port: int, corpus: list[tuple[Path, str]], model: str | None) ->
         "first_chunk_before_stop_p50_s": round(statistics.median(first_chunk), 3) if first_chunk else None,
         "utterances_with_words_before_stop": len(first_chunk),
         "utterances": len(corpus),
+        "failed": failed,
         "wer": round(wer(" ".join(refs), " ".join(hyps)), 4),
     }
 
@@ -157,7 +167,7 @@ def main() -> None:
             [sys.executable, "-m", "wyoming_faster_whisper", "--uri", f"tcp://127.0.0.1:{theirs_port}",
              "--model", str(weights), "--data-dir", str(work / "wfw"), "--cpu-threads", str(args.threads),
              "--beam-size", "5", "--compute-type", "int8"],
-            env=server_env(hf_home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=server_env(hf_home), stdout=(work / f"theirs-{model}.log").open("w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
             wait_for_port(theirs_port)
