@@ -76,6 +76,18 @@ def test_console_has_no_severe_entry(server: Server, browser) -> None:
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
 
 
+def test_model_list_opens_on_the_default_model(server: Server, browser) -> None:
+    """The list is sorted (gpt-4o-transcribe-diarize comes first); the page opens on the server's default."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(server.url + "/playground")
+    wait(lambda: by_id(browser, "model").find_elements(By.TAG_NAME, "option"))
+    select = Select(by_id(browser, "model"))
+    assert select.options[0].get_attribute("value") == "gpt-4o-transcribe-diarize"
+    assert select.first_selected_option.get_attribute("value") == "whisper-base"  # the default of `server`
+
+
 def test_upload_transcribe_and_download_srt(server: Server, browser) -> None:
     from selenium.webdriver.common.by import By
 

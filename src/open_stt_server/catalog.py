@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -104,6 +105,30 @@ def lookup(value: str) -> ModelSpec:
         f"Unknown model '{value}'. Use a catalog name ({known}), a Hugging Face repo id (owner/name) of a "
         "CTranslate2 Whisper conversion or of a transformers Voxtral, or a local model directory."
     )
+
+
+def loaded_name(
+    requested: str | None,
+    loaded: Mapping[str, ModelSpec],
+    default: str | None = None,
+    roles: Mapping[str, str] | None = None,
+) -> str | None:
+    """Which loaded model answers to a name a client (or a flag) sends: none → the `default`; `whisper-1` →
+    whisper-tiny when loaded, else the default; OpenAI's other names by their `roles` (name → loaded model); a
+    loaded name, an alias of one, or the repo id or directory it was loaded from. None: no loaded model does."""
+    if not requested:
+        return default
+    name = requested.strip()
+    if name == OPENAI_WHISPER_ALIAS:
+        return "whisper-tiny" if "whisper-tiny" in loaded else default
+    if roles and name in roles:
+        return roles[name]
+    if name in loaded:
+        return name
+    canonical = ALIASES.get(name.lower())
+    if canonical in loaded:
+        return canonical
+    return next((loaded_as for loaded_as, spec in loaded.items() if name == spec.source), None)
 
 
 def _looks_like_repo_id(value: str) -> bool:

@@ -31,6 +31,7 @@ import anyio
 import numpy as np
 
 from open_stt_server.audio import Audio, decode_audio
+from open_stt_server.catalog import loaded_name
 from open_stt_server.engines import Capabilities, Decoding, Engine, lower_current_thread_priority
 from open_stt_server.transcript import Segment, TranscribeOptions, Transcript
 
@@ -382,25 +383,10 @@ class ServedModels:
         return sorted(self.queues)
 
     def resolve(self, requested: str | None) -> TranscriptionQueue | None:
-        """The queue serving `requested`; None when no loaded model answers to that name."""
-        from open_stt_server.catalog import ALIASES, OPENAI_WHISPER_ALIAS
-
-        if not requested:
-            return self.queues[self.default]
-        name = requested.strip()
-        if name == OPENAI_WHISPER_ALIAS:
-            return self.queues.get("whisper-tiny") or self.queues[self.default]
-        if name in self.aliases:
-            return self.queues[self.aliases[name]]
-        if name in self.queues:
-            return self.queues[name]
-        canonical = ALIASES.get(name.lower())
-        if canonical in self.queues:
-            return self.queues[canonical]
-        for queue in self.queues.values():  # a repo id or directory that was loaded under its own name
-            if queue.engine.spec.source == name:
-                return queue
-        return None
+        """The queue serving `requested` (names are the catalog's to read); None when no loaded model answers."""
+        specs = {name: queue.engine.spec for name, queue in self.queues.items()}
+        name = loaded_name(requested, specs, self.default, self.aliases)
+        return None if name is None else self.queues[name]
 
     def depths(self) -> dict[str, tuple[int, int]]:
         return {name: (q.depth, q.running) for name, q in self.queues.items()}

@@ -41,15 +41,10 @@ def model_roles(settings: Settings, specs: list[catalog.ModelSpec]) -> tuple[str
     """The default model, and the OpenAI names (whisper-1 aside) mapped to the loaded model serving each."""
     names = [s.name for s in specs]
 
+    by_name = {s.name: s for s in specs}
+
     def loaded(flag: str, wanted: str) -> str:
-        match = next(
-            (
-                s.name
-                for s in specs
-                if wanted in (s.name, s.source) or catalog.ALIASES.get(wanted.lower()) == s.name
-            ),
-            None,
-        )
+        match = catalog.loaded_name(wanted, by_name)
         if match is None:
             raise StartupError(
                 f"{flag} '{wanted}' is not one of the loaded models ({', '.join(names)}); "

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import html
 from importlib.resources import files
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 router = APIRouter(include_in_schema=False)
@@ -16,9 +17,11 @@ async def root() -> RedirectResponse:
 
 
 @router.get("/playground")
-async def playground() -> HTMLResponse:
+async def playground(request: Request) -> HTMLResponse:
+    """The page, told the server's default model so that its model list opens on it."""
     page = files("open_stt_server").joinpath("static/playground.html").read_text(encoding="utf-8")
-    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+    default = html.escape(request.app.state.models.default, quote=True)
+    return HTMLResponse(page.replace("{{default_model}}", default), headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/favicon.svg")

@@ -11,8 +11,8 @@ import time
 from collections.abc import Sequence
 
 from open_stt_server import catalog
-from open_stt_server.cli import ConfigError
 from open_stt_server.cluster import INSTALL_HINT, ray_installed
+from open_stt_server.flags import ConfigError
 
 log = logging.getLogger("open_stt_server")
 

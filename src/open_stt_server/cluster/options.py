@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from open_stt_server.cli import ConfigError, build_parser, settings_from_args
+from open_stt_server.flags import ConfigError, build_parser, settings_from_args
 from open_stt_server.settings import Settings
 
 DEFAULT_APP = "open-stt"
