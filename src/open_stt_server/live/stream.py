@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -54,12 +55,38 @@ MIN_CUT_SAMPLES = 10 * SAMPLE_RATE  # ... when that pause is at least this far i
 PROMPT_CHARS = 200
 FIRST_PASS_SPEECH = SAMPLE_RATE * 3 // 10  # live partials: the first pass waits for 0.3 s of speech
 PASS_SLACK_SAMPLES = SAMPLE_RATE // 20
+SETTLE_CONTEXT_SAMPLES = SAMPLE_RATE  # live words: agreed by two passes at least 1 s of audio apart
 # The final's decode starts after 120 ms of silence (at most half of silence_duration_ms), not at the first quiet
 # window: most gaps between words are shorter.
 ANTICIPATE_AFTER_SAMPLES = SAMPLE_RATE * 12 // 100
-# Audio that arrives this far ahead of the wall clock is a recording sent at once, not live speech: a pass over
-# part of it would only delay the final decode that follows at once.
-BURST_AHEAD_S = 1.0
+# Audio arriving over twice as fast as it plays (over the last second of wall clock, and never judged over less
+# than 0.2 s) is a recording sent at once, or a pre-roll burst, not live speech: a pass over part of it would only
+# take a worker from the final decode that follows at once.
+PACE_WINDOW_S = 1.0
+PACE_MIN_SPAN_S = 0.2
+BURST_RATE = 2.0
+
+
+class ArrivalPace:
+    """How fast audio has arrived lately, in seconds of audio per second of wall clock."""
+
+    def __init__(self) -> None:
+        self._arrivals: deque[tuple[float, float]] = deque()  # (monotonic time, seconds of audio)
+        self._held = 0.0
+
+    def add(self, seconds: float) -> None:
+        now = time.monotonic()
+        self._arrivals.append((now, seconds))
+        self._held += seconds
+        while self._arrivals and now - self._arrivals[0][0] > PACE_WINDOW_S:
+            self._held -= self._arrivals.popleft()[1]
+
+    @property
+    def bursting(self) -> bool:
+        if not self._arrivals:
+            return False
+        span = max(time.monotonic() - self._arrivals[0][0], PACE_MIN_SPAN_S)
+        return self._held / span > BURST_RATE
 
 
 @dataclass(frozen=True)
@@ -113,14 +140,7 @@ class SpeechStream:
         self.heard_speech = False  # without a VAD: speech was heard since the last commit (gates partials)
         self._turns: asyncio.Queue[CommittedTurn | None] = asyncio.Queue()
         self._decoder = asyncio.create_task(self._decode_turns())
-        self._first_audio_at: float | None = None
-
-    @property
-    def live(self) -> bool:
-        """Audio arrives at about the pace it was spoken (not a recording sent at once)."""
-        if self._first_audio_at is None:
-            return True
-        return self.position / SAMPLE_RATE <= time.monotonic() - self._first_audio_at + BURST_AHEAD_S
+        self.pace = ArrivalPace()
 
     @property
     def position(self) -> int:
@@ -141,14 +161,13 @@ class SpeechStream:
     def append(self, samples: np.ndarray, seconds: float | None = None) -> None:
         """16 kHz samples; `seconds`: the duration as received (before resampling), for the stream's stats."""
         self.stats.audio_seconds += len(samples) / SAMPLE_RATE if seconds is None else seconds
-        if self._first_audio_at is None:
-            self._first_audio_at = time.monotonic()
+        self.pace.add(len(samples) / SAMPLE_RATE)
         self.audio.append(samples)
         if self.options.vad is None:
             self._append_manual(samples)
         else:
             self._append_vad(samples)
-        if self.live:
+        if not self.pace.bursting:
             self._anticipate()
             self._maybe_partial()
 
@@ -430,14 +449,21 @@ class SpeechStream:
             turn.partial = turn.partial_job = None
             turn.last_pass = result
             if self.options.partials:
-                self._agree(turn, words_of(result.text))
-            self._anticipate()
-            self._maybe_partial()
+                self._agree(turn, result)
+            if not self.pace.bursting:
+                self._anticipate()
+                self._maybe_partial()
         return result
 
-    def _agree(self, turn: OpenTurn, words: list[str]) -> None:
-        new = settled(turn.hypothesis, words, turn.sent)
-        turn.hypothesis = words
+    def _agree(self, turn: OpenTurn, result: Pass) -> None:
+        """Send the words this pass agrees on with one that heard at least SETTLE_CONTEXT_S less: a word two
+        passes over nearly the same audio agree on is often wrong the same way twice."""
+        turn.passes.append(result)
+        earlier = [p for p in turn.passes if p.covered <= result.covered - SETTLE_CONTEXT_SAMPLES]
+        if not earlier:
+            return
+        del turn.passes[: len(earlier) - 1]  # older ones are never compared again
+        new = settled(words_of(earlier[-1].text), words_of(result.text), turn.sent)
         if new:
             piece = "".join(new)
             if not turn.sent:

@@ -27,7 +27,7 @@ class OpenTurn:
     id: str
     start: int  # sample offset in the stream's audio
     sent: list[str] = field(default_factory=list)  # words sent as deltas, each with its leading space
-    hypothesis: list[str] = field(default_factory=list)  # the latest pass's words
+    passes: list[Pass] = field(default_factory=list)  # the live passes so far, oldest first
     partial: asyncio.Task | None = None  # the pass under way
     partial_job: TranscriptionJob | None = None
     partial_covers: int = 0  # where the latest pass's audio ends
