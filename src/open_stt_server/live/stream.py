@@ -45,6 +45,7 @@ from open_stt_server.scheduler import (
     QueueFull,
     TranscriptionQueue,
 )
+from open_stt_server.transcribe import Transcription
 from open_stt_server.transcript import TranscribeOptions, Word
 
 log = logging.getLogger(__name__)
@@ -352,24 +353,22 @@ class SpeechStream:
     async def _final_decode(self, turn: CommittedTurn, heard: Callable, words: list[Word]) -> str | None:
         """Decode a committed turn, its segments to `heard` as they come; the language, "" when none was found,
         or None when the turn failed (and TurnFailed was sent)."""
-        job = None
         audio = Audio(turn.samples, len(turn.samples) / SAMPLE_RATE)
         try:
-            job = await self.queue.admit(audio, self._decode_options(), Priority.TURN)
-            async for segment in job.stream():
+            transcription = await Transcription.start(
+                self.queue, audio, self._decode_options(), priority=Priority.TURN
+            )
+            async for segment in transcription.segments():  # the job stops if this ends early
                 segment_words = tuple(segment.words or ())
                 heard(segment.text, segment_words)
                 words.extend(segment_words)
-            return job.language or ""
+            return transcription.job.language or ""
         except QueueFull as exc:
             self._failed(turn, str(exc), "queue_full", "rate_limit_error")
         except ModelUnavailable as exc:
             self._failed(turn, str(exc), exc.code)
         except (EngineFailure, JobCancelled) as exc:
             self._failed(turn, str(exc) or "The model failed to decode this turn.", "transcription_failed")
-        finally:
-            if job is not None:
-                job.cancel()
         return None
 
     def _failed(self, turn: CommittedTurn, message: str, code: str, kind: str = "server_error") -> None:
@@ -427,23 +426,21 @@ class SpeechStream:
     async def _partial(self, turn: OpenTurn, samples: np.ndarray, end: int) -> Pass | None:
         """Decode the open turn so far (spare capacity only), send the words this pass and the one before agree
         on, and keep the result: when it heard the whole turn it is the final transcript."""
+        audio = Audio(samples, len(samples) / SAMPLE_RATE)
         try:
-            job = await self.queue.admit(
-                Audio(samples, len(samples) / SAMPLE_RATE), self._decode_options(), Priority.SPECULATIVE
+            transcription = await Transcription.start(
+                self.queue, audio, self._decode_options(), priority=Priority.SPECULATIVE
             )
         except (QueueFull, ModelUnavailable):
             turn.partial = None
             return None
-        turn.partial_job = job
+        turn.partial_job = transcription.job
         try:
-            transcript = await job.result()
+            transcript = await transcription.transcript()  # cancelled with this task, the job stops too
         except (EngineFailure, JobCancelled, QueueFull, ModelUnavailable):
             turn.partial = None
             return None
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
-        result = Pass(end, transcript.text, job.language)
+        result = Pass(end, transcript.text, transcription.job.language)
         log.debug("turn %s: pass over %.2f s heard %r", turn.id, len(samples) / SAMPLE_RATE, result.text)
         if self.open is turn:
             turn.partial = turn.partial_job = None
