@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from open_stt_server.live.audio import PcmDecoder, SpeechBuffer
+from open_stt_server.live.audio import ArrivalPace, PcmDecoder, SpeechBuffer
 from open_stt_server.live.events import (
     SpeechStarted,
     SpeechStopped,
@@ -136,3 +136,15 @@ def test_buffer_and_word_agreement():
     assert settled(previous, latest, []) == words_of("Turn on the kitchen")
     assert settled(previous, latest, words_of("turn off")) == []  # never retracts what was sent
     assert aligned_prefix(words_of("turn on the"), words_of("Turn on the lights.")) == 3
+
+
+def test_arrival_pace_tells_a_burst_from_speech():
+    burst = ArrivalPace()
+    for _ in range(40):
+        burst.add(0.064)  # 2.5 s of audio at once
+    assert burst.bursting
+    speech = ArrivalPace()
+    for _ in range(8):
+        speech.add(0.064)
+        time.sleep(0.064)
+    assert not speech.bursting

@@ -1,7 +1,11 @@
 """Live audio: raw PCM of any rate, width and channel count → one continuous 16 kHz mono float32 stream (one
-streaming resampler per stream, so chunk edges leave no clicks), and the buffer a stream keeps it in."""
+streaming resampler per stream, so chunk edges leave no clicks), the buffer a stream keeps it in, and the pace at
+which it arrives."""
 
 from __future__ import annotations
+
+import time
+from collections import deque
 
 import numpy as np
 import soxr
@@ -104,3 +108,33 @@ class SpeechBuffer:
             self.start, self._length = offset, self._length - cut
         elif not self._chunks:
             self.start = max(self.start, offset)
+
+
+# Audio arriving over twice as fast as it plays (over the last second of wall clock, and never judged over less
+# than 0.2 s) is a recording sent at once, or a pre-roll burst, not live speech: a pass over part of it would only
+# take a worker from the final decode that follows at once.
+PACE_WINDOW_S = 1.0
+PACE_MIN_SPAN_S = 0.2
+BURST_RATE = 2.0
+
+
+class ArrivalPace:
+    """How fast audio has arrived lately, in seconds of audio per second of wall clock."""
+
+    def __init__(self) -> None:
+        self._arrivals: deque[tuple[float, float]] = deque()  # (monotonic time, seconds of audio)
+        self._held = 0.0
+
+    def add(self, seconds: float) -> None:
+        now = time.monotonic()
+        self._arrivals.append((now, seconds))
+        self._held += seconds
+        while self._arrivals and now - self._arrivals[0][0] > PACE_WINDOW_S:
+            self._held -= self._arrivals.popleft()[1]
+
+    @property
+    def bursting(self) -> bool:
+        if not self._arrivals:
+            return False
+        span = max(time.monotonic() - self._arrivals[0][0], PACE_MIN_SPAN_S)
+        return self._held / span > BURST_RATE

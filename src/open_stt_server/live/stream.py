@@ -16,14 +16,13 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from open_stt_server.audio import Audio
-from open_stt_server.live.audio import SAMPLE_RATE, SpeechBuffer
+from open_stt_server.live.audio import SAMPLE_RATE, ArrivalPace, SpeechBuffer
 from open_stt_server.live.events import (
     BufferFull,
     LiveEvent,
@@ -60,34 +59,6 @@ SETTLE_CONTEXT_SAMPLES = SAMPLE_RATE  # live words: agreed by two passes at leas
 # The final's decode starts after 120 ms of silence (at most half of silence_duration_ms), not at the first quiet
 # window: most gaps between words are shorter.
 ANTICIPATE_AFTER_SAMPLES = SAMPLE_RATE * 12 // 100
-# Audio arriving over twice as fast as it plays (over the last second of wall clock, and never judged over less
-# than 0.2 s) is a recording sent at once, or a pre-roll burst, not live speech: a pass over part of it would only
-# take a worker from the final decode that follows at once.
-PACE_WINDOW_S = 1.0
-PACE_MIN_SPAN_S = 0.2
-BURST_RATE = 2.0
-
-
-class ArrivalPace:
-    """How fast audio has arrived lately, in seconds of audio per second of wall clock."""
-
-    def __init__(self) -> None:
-        self._arrivals: deque[tuple[float, float]] = deque()  # (monotonic time, seconds of audio)
-        self._held = 0.0
-
-    def add(self, seconds: float) -> None:
-        now = time.monotonic()
-        self._arrivals.append((now, seconds))
-        self._held += seconds
-        while self._arrivals and now - self._arrivals[0][0] > PACE_WINDOW_S:
-            self._held -= self._arrivals.popleft()[1]
-
-    @property
-    def bursting(self) -> bool:
-        if not self._arrivals:
-            return False
-        span = max(time.monotonic() - self._arrivals[0][0], PACE_MIN_SPAN_S)
-        return self._held / span > BURST_RATE
 
 
 @dataclass(frozen=True)
