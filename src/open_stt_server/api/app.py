@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,8 @@ from open_stt_server.engines import Engine, EngineUnavailable, load_engine, requ
 from open_stt_server.metrics import Metrics
 from open_stt_server.scheduler import ModelQueue, ServedModels, TranscriptionQueue
 from open_stt_server.settings import Settings
+from open_stt_server.wyoming.door import WyomingDoor
+from open_stt_server.wyoming.server import WyomingListener
 
 log = logging.getLogger("open_stt_server")
 
@@ -111,20 +114,21 @@ def load_speaker_labels(settings: Settings) -> DiarizationService | None:
     return DiarizationService(diarizer)
 
 
-async def open_wyoming(settings: Settings, served: ServedModels, live_streams, metrics: Metrics):
+async def open_wyoming(
+    settings: Settings, served: ServedModels, live_streams: Counter[str], metrics: Metrics
+) -> WyomingListener | None:
     """Home Assistant's Wyoming listener beside HTTP when --wyoming-port is set; None otherwise."""
     if not settings.wyoming_port:
         return None
-    from open_stt_server.wyoming.server import WyomingDoor
-
     door = WyomingDoor(settings, served, live_streams, metrics)
+    listener = WyomingListener(door)
     try:
-        await door.start()
+        await listener.start()
     except OSError as exc:
         raise StartupError(
             f"--wyoming-port {settings.wyoming_port}: cannot listen on {door.host}:{door.port} ({exc.strerror})"
         ) from None
-    return door
+    return listener
 
 
 def create_app(
@@ -148,12 +152,12 @@ def create_app(
         metrics.watch_queues(served.depths)
         for name, queue in served.queues.items():
             queue.on_finished = audio_routes.finished_job_recorder(metrics, name)
-        door = await open_wyoming(settings, served, app.state.realtime.open, metrics)
+        wyoming = await open_wyoming(settings, served, app.state.realtime.open, metrics)
         try:
             yield
         finally:
-            if door is not None:
-                await door.stop()
+            if wyoming is not None:
+                await wyoming.stop()
             served.stop()
             if diarization is not None:
                 diarization.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from open_stt_server.diarization import SpeakerCount
+from open_stt_server.diarization.diarizer import SpeakerCount
 
 # Average cosine distance beyond which two groups of 1.6 s windows are taken to be different voices. GE2E
 # windows of one voice sit 0.12–0.24 apart on average, different voices 0.33–0.5 (measured on recorded and

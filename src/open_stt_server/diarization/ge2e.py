@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from open_stt_server.diarization import (
+from open_stt_server.diarization.clustering import centroids, cluster_speakers
+from open_stt_server.diarization.diarizer import (
     KNOWN_SPEAKER_SIMILARITY,
     UNNAMED_PREFIX,
     DiarizationCancelled,
@@ -16,7 +17,6 @@ from open_stt_server.diarization import (
     KnownSpeaker,
     SpeakerTurn,
 )
-from open_stt_server.diarization.clustering import centroids, cluster_speakers
 from open_stt_server.diarization.voice_encoder import (
     HOP_LENGTH,
     PARTIAL_FRAMES,

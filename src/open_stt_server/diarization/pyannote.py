@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from open_stt_server.diarization import (
+from open_stt_server.diarization.diarizer import (
     KNOWN_SPEAKER_SIMILARITY,
     UNNAMED_PREFIX,
     DiarizationCancelled,

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from open_stt_server.diarization import DiarizationRequest, Diarizer, SpeakerTurn
+from open_stt_server.diarization.diarizer import DiarizationRequest, Diarizer, SpeakerTurn
 from open_stt_server.engines import lower_current_thread_priority
 
 

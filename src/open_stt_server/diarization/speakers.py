@@ -13,7 +13,7 @@ import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from open_stt_server.diarization import UNNAMED_PREFIX, SpeakerTurn
+from open_stt_server.diarization.diarizer import UNNAMED_PREFIX, SpeakerTurn
 from open_stt_server.transcript import Segment, Word
 
 

@@ -30,7 +30,7 @@ from transformers import (
 from open_stt_server.audio import SAMPLE_RATE
 from open_stt_server.catalog import ModelSpec
 from open_stt_server.chunking import Piece, is_silent, quiet_pieces, speech_pieces, speech_regions
-from open_stt_server.engines import VOXTRAL_LANGUAGES, Decoding, EngineUnavailable
+from open_stt_server.engines.engine import VOXTRAL_LANGUAGES, Decoding, EngineUnavailable
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import Segment, TranscribeOptions
 

@@ -17,7 +17,7 @@ from faster_whisper.transcribe import Segment as FwSegment
 from open_stt_server.audio import SAMPLE_RATE
 from open_stt_server.catalog import ModelSpec
 from open_stt_server.chunking import speech_pieces, speech_regions
-from open_stt_server.engines import Decoding
+from open_stt_server.engines.engine import Decoding
 from open_stt_server.sentences import split_segments
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import Segment, TranscribeOptions, Word

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -35,10 +34,8 @@ from open_stt_server.live.events import (
 from open_stt_server.live.stream import BufferTooSmall, LiveOptions, SpeechStream
 from open_stt_server.live.vad import VadSettings
 from open_stt_server.scheduler import TranscriptionQueue
+from open_stt_server.wyoming.door import WyomingDoor
 from open_stt_server.wyoming.info import wyoming_info
-
-if TYPE_CHECKING:
-    from open_stt_server.wyoming.server import WyomingDoor
 
 log = logging.getLogger(__name__)
 
@@ -340,5 +337,7 @@ class WyomingConnection(AsyncEventHandler):
         if not utterance.answered:
             utterance.answered = True
             self.door.answered(utterance.queue.name, utterance.audio_seconds, None, "abandoned")
-        self.door.give_slot(utterance)
+        if utterance.holds_slot:
+            utterance.holds_slot = False
+            self.door.give_slot(utterance.queue.name)
         await utterance.stream.close()

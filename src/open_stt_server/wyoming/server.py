@@ -1,82 +1,28 @@
-"""The Wyoming listener beside HTTP, in the same process and event loop, on the same models and queues; its
-connections, their live-stream slots (shared with realtime sessions, per model) and their metrics."""
+"""The Wyoming listener beside HTTP, in the same process and event loop as uvicorn, on the same models and
+queues: one `WyomingConnection` per client, all sharing one `WyomingDoor`."""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from typing import TYPE_CHECKING
 
 from wyoming.server import AsyncTcpServer
 
-from open_stt_server.metrics import Metrics
-from open_stt_server.scheduler import ServedModels
-from open_stt_server.settings import Settings
 from open_stt_server.wyoming.connection import WyomingConnection
-
-if TYPE_CHECKING:
-    from open_stt_server.wyoming.connection import Utterance
+from open_stt_server.wyoming.door import WyomingDoor
 
 log = logging.getLogger(__name__)
 
 
-class WyomingDoor:
-    def __init__(
-        self, settings: Settings, served: ServedModels, live_streams: Counter[str], metrics: Metrics
-    ) -> None:
-        self.served = served
-        self.metrics = metrics
-        self.host = settings.wyoming_host or settings.host
-        self.port = settings.wyoming_port
-        self.endpointing = settings.wyoming_endpointing
-        self.partials = settings.wyoming_partials
-        self.idle_timeout_s = settings.wyoming_idle_timeout_s
-        self.max_buffer_s = settings.realtime_max_buffer_s
-        self.max_streams = settings.realtime_max_sessions
-        self.live_streams = live_streams  # per model, shared with realtime sessions
-        self.connections: set[WyomingConnection] = set()
-        self._server: AsyncTcpServer | None = None
-        if settings.api_key:
-            log.warning(
-                "--api-key does not protect the Wyoming port: the protocol has no authentication. Anyone who "
-                "can reach %s:%d can transcribe; bind --wyoming-host to a trusted network (e.g. 127.0.0.1, or "
-                "the address Home Assistant reaches).",
-                self.host,
-                self.port,
-            )
+class WyomingListener:
+    def __init__(self, door: WyomingDoor) -> None:
+        self.door = door
+        self._server = AsyncTcpServer(door.host, door.port)
 
     async def start(self) -> None:
-        self._server = AsyncTcpServer(self.host, self.port)
-        await self._server.start(lambda reader, writer: WyomingConnection(reader, writer, self))
-        log.info("Wyoming (Home Assistant) listening on tcp://%s:%d", self.host, self.port)
+        await self._server.start(lambda reader, writer: WyomingConnection(reader, writer, self.door))
+        log.info("Wyoming (Home Assistant) listening on tcp://%s:%d", self.door.host, self.door.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.stop()  # its connections, then the listening socket
-        for connection in list(self.connections):
+        await self._server.stop()  # its connections, then the listening socket
+        for connection in list(self.door.connections):
             await connection.stop()
-
-    def opened(self, connection: WyomingConnection) -> None:
-        self.connections.add(connection)
-        self.metrics.wyoming_connections.set(len(self.connections))
-
-    def closed(self, connection: WyomingConnection) -> None:
-        self.connections.discard(connection)
-        self.metrics.wyoming_connections.set(len(self.connections))
-
-    def take_slot(self, model: str) -> bool:
-        if self.live_streams[model] >= self.max_streams:
-            return False
-        self.live_streams[model] += 1
-        return True
-
-    def give_slot(self, utterance: Utterance) -> None:
-        if utterance.holds_slot:
-            utterance.holds_slot = False
-            self.live_streams[utterance.queue.name] -= 1
-
-    def answered(self, model: str, audio_seconds: float, latency_s: float | None, outcome: str) -> None:
-        self.metrics.wyoming_utterances.labels(model, outcome).inc()
-        self.metrics.wyoming_audio_seconds.labels(model).inc(audio_seconds)
-        if latency_s is not None:
-            self.metrics.wyoming_latency.labels(model).observe(latency_s)
