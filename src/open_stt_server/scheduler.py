@@ -71,6 +71,20 @@ WAIT_PER_AUDIO_SECOND = 0.25
 FILE_GRACE_S = 1.0  # how long past its deadline a file window waits behind realtime turns
 
 
+def smoothed(estimate: float, observed: float) -> float:
+    """A running estimate moved a fifth of the way towards what was just observed (for Retry-After)."""
+    return 0.8 * estimate + 0.2 * observed
+
+
+def report_finished(hook: Callable | None, job: object) -> None:
+    """Tell a queue's on_finished hook (metrics) about a finished job; a failing hook never breaks serving."""
+    if hook is not None:
+        try:
+            hook(job)
+        except Exception:
+            log.exception("on_finished hook failed")
+
+
 class Priority(IntEnum):
     """Classes of work, the lower the sooner."""
 
@@ -351,15 +365,9 @@ class ModelQueue:
         job.samples = np.empty(0, dtype=np.float32)  # release the audio early
         if error is None and job.started_at is not None and job.duration_s > 0:
             took = time.monotonic() - job.started_at
-            self._seconds_per_audio_second = 0.8 * self._seconds_per_audio_second + 0.2 * (
-                took / job.duration_s
-            )
+            self._seconds_per_audio_second = smoothed(self._seconds_per_audio_second, took / job.duration_s)
         job._emit(_DONE)
-        if self.on_finished is not None:
-            try:
-                self.on_finished(job)
-            except Exception:  # metrics must never break serving
-                log.exception("on_finished hook failed")
+        report_finished(self.on_finished, job)
 
 
 class ServedModels:

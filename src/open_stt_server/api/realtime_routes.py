@@ -20,7 +20,7 @@ from starlette.websockets import WebSocketState
 from open_stt_server.api.errors import envelope
 from open_stt_server.realtime.protocol import ProtocolError, SessionSettings, error_event
 from open_stt_server.realtime.session import RealtimeSession, SessionLimits, session_language
-from open_stt_server.scheduler import ServedModels
+from open_stt_server.scheduler import ServedModels, TranscriptionQueue
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["realtime"])
@@ -57,39 +57,10 @@ async def _deny(websocket: WebSocket, status: int, message: str, code: str, kind
 async def realtime(websocket: WebSocket) -> None:
     app = websocket.app
     settings = app.state.settings
-    served: ServedModels = app.state.models
     sessions: RealtimeSessions = app.state.realtime
-    metrics = app.state.metrics
-    request_id = websocket.headers.get("x-request-id") or uuid.uuid4().hex
-
-    if settings.api_key:
-        key = _offered_key(websocket)
-        if key is None or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
-            message = (
-                "Missing API key: send 'Authorization: Bearer <key>' (browsers: the subprotocol "
-                "'openai-insecure-api-key.<key>')."
-                if key is None
-                else "Incorrect API key provided."
-            )
-            await _deny(websocket, 401, message, "invalid_api_key", "invalid_request_error",
-                        {"WWW-Authenticate": "Bearer"})  # fmt: skip
-            return
-
-    params = websocket.query_params
-    url_model = params.get("model")
-    queue = served.resolve(url_model) if url_model else served.resolve(settings.realtime_model)
-    problems: list[dict] = []
-    if queue is None:
-        problems.append(
-            error_event(
-                f"The model '{url_model}' does not exist or is not loaded on this server; the session uses "
-                f"'{served.default}'. Loaded: {', '.join(served.names())}.",
-                code="model_not_found",
-                param="model",
-            )
-        )
-        queue = served.resolve(None)
-    assert queue is not None
+    if not await _authorized(websocket, settings.api_key):
+        return
+    queue, problems = _session_model(websocket, app.state.models, settings.realtime_model)
     if sessions.open[queue.name] >= settings.realtime_max_sessions:
         await _deny(
             websocket,
@@ -101,13 +72,11 @@ async def realtime(websocket: WebSocket) -> None:
             {"Retry-After": "5"},
         )
         return
-
     offered = websocket.scope.get("subprotocols", [])
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     outbox: asyncio.Queue[dict | None] = asyncio.Queue()
     sender = asyncio.create_task(_send_all(websocket, outbox))
-
-    intent = params.get("intent", "transcription")
+    intent = websocket.query_params.get("intent", "transcription")
     if intent != "transcription":
         outbox.put_nowait(
             error_event(
@@ -120,8 +89,59 @@ async def realtime(websocket: WebSocket) -> None:
         await sender
         await websocket.close(1008, "unsupported intent")
         return
+    session = _open_session(websocket, queue, outbox, problems)
+    await _run_session(websocket, session, outbox, sender)
 
-    session_settings = SessionSettings(model=url_model or queue.name)
+
+async def _authorized(websocket: WebSocket, api_key: str | None) -> bool:
+    """Checked before the socket opens: a missing or wrong key is a 401 denial."""
+    if not api_key:
+        return True
+    key = _offered_key(websocket)
+    if key is not None and hmac.compare_digest(key.encode(), api_key.encode()):
+        return True
+    message = (
+        "Missing API key: send 'Authorization: Bearer <key>' (browsers: the subprotocol "
+        "'openai-insecure-api-key.<key>')."
+        if key is None
+        else "Incorrect API key provided."
+    )
+    await _deny(
+        websocket, 401, message, "invalid_api_key", "invalid_request_error", {"WWW-Authenticate": "Bearer"}
+    )
+    return False
+
+
+def _session_model(
+    websocket: WebSocket, served: ServedModels, realtime_model: str | None
+) -> tuple[TranscriptionQueue, list[dict]]:
+    """The model the URL names (else --realtime-model); an unknown one is reported and the default serves."""
+    url_model = websocket.query_params.get("model")
+    queue = served.resolve(url_model) if url_model else served.resolve(realtime_model)
+    problems: list[dict] = []
+    if queue is None:
+        problems.append(
+            error_event(
+                f"The model '{url_model}' does not exist or is not loaded on this server; the session uses "
+                f"'{served.default}'. Loaded: {', '.join(served.names())}.",
+                code="model_not_found",
+                param="model",
+            )
+        )
+        queue = served.resolve(None)
+    assert queue is not None
+    return queue, problems
+
+
+def _open_session(
+    websocket: WebSocket, queue: TranscriptionQueue, outbox: asyncio.Queue, problems: list[dict]
+) -> RealtimeSession:
+    """The session with what the URL and headers say (model, language, dialect), created and announced."""
+    app = websocket.app
+    settings = app.state.settings
+    metrics = app.state.metrics
+    params = websocket.query_params
+    session_settings = SessionSettings(model=params.get("model") or queue.name)
     language = params.get("language")
     if language:
         try:
@@ -130,6 +150,7 @@ async def realtime(websocket: WebSocket) -> None:
             )
         except ProtocolError as exc:
             problems.append(error_event(exc.message, code=exc.code, param=exc.param))
+    offered = websocket.scope.get("subprotocols", [])
     beta = "realtime=v1" in websocket.headers.get("openai-beta", "") or BETA_SUBPROTOCOL in offered
     limits = SessionLimits(
         settings.realtime_max_session_s,
@@ -143,17 +164,33 @@ async def realtime(websocket: WebSocket) -> None:
         metrics.realtime_turn_latency.labels(model).observe(latency)
 
     session = RealtimeSession(
-        served, queue, session_settings, "beta" if beta else "ga", outbox.put_nowait, limits, on_turn
+        app.state.models,
+        queue,
+        session_settings,
+        "beta" if beta else "ga",
+        outbox.put_nowait,
+        limits,
+        on_turn,
     )
-    model_name = queue.name
-    sessions.open[model_name] += 1
-    metrics.realtime_sessions.labels(model_name).inc()
     session.created()
     for problem in problems:
         outbox.put_nowait(problem)
+    return session
+
+
+async def _run_session(
+    websocket: WebSocket, session: RealtimeSession, outbox: asyncio.Queue, sender: asyncio.Task
+) -> None:
+    """Pump events until the session ends, then close it and account for it."""
+    sessions: RealtimeSessions = websocket.app.state.realtime
+    metrics = websocket.app.state.metrics
+    request_id = websocket.headers.get("x-request-id") or uuid.uuid4().hex
+    model_name = session.queue.name
+    sessions.open[model_name] += 1
+    metrics.realtime_sessions.labels(model_name).inc()
     ended = "client closed"
     try:
-        ended = await _pump(websocket, session, limits, outbox)
+        ended = await _pump(websocket, session, session.limits, outbox)
     finally:
         await session.close()
         outbox.put_nowait(None)

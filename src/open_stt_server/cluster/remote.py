@@ -22,7 +22,15 @@ from typing import Any, Protocol
 
 from open_stt_server.audio import Audio, AudioError, AudioTooLong
 from open_stt_server.engines import Capabilities
-from open_stt_server.scheduler import EngineFailure, JobCancelled, ModelUnavailable, Priority, QueueFull
+from open_stt_server.scheduler import (
+    EngineFailure,
+    JobCancelled,
+    ModelUnavailable,
+    Priority,
+    QueueFull,
+    report_finished,
+    smoothed,
+)
 from open_stt_server.transcript import Segment, TranscribeOptions, Transcript
 
 log = logging.getLogger(__name__)
@@ -186,12 +194,8 @@ class RemoteModelQueue:
         return self._handle.remote(*payload)
 
     def _finished(self, job: RemoteJob, took_s: float) -> None:
-        self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * took_s
-        if self.on_finished is not None:
-            try:
-                self.on_finished(job)
-            except Exception:  # metrics must never break serving
-                log.exception("on_finished hook failed")
+        self._seconds_per_request = smoothed(self._seconds_per_request, took_s)
+        report_finished(self.on_finished, job)
 
 
 @dataclass(eq=False)
