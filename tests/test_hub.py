@@ -52,7 +52,7 @@ def test_missing_weights_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_catalog_names_and_aliases() -> None:
-    assert len(catalog.CATALOG) == 17
+    assert len(catalog.CATALOG) == 19
     assert catalog.lookup("whisper-base").source == "Systran/faster-whisper-base"
     assert catalog.lookup("whisper-tiny.en").source == "Systran/faster-whisper-tiny.en"
     assert catalog.lookup("base").name == "whisper-base"
@@ -62,8 +62,40 @@ def test_catalog_names_and_aliases() -> None:
     assert catalog.lookup("voxtral-mini").engine == "voxtral"
     assert catalog.lookup("voxtral-small").source == "mistralai/Voxtral-Small-24B-2507"
     assert catalog.lookup("someone/Voxtral-Mini-3B-finetuned").engine == "voxtral"
+    assert catalog.lookup("moonshine/tiny").name == "moonshine-tiny"
+    assert catalog.lookup("UsefulSensors/moonshine-base").name == "moonshine-base"
+    assert catalog.lookup("moonshine-base").subfolder == "onnx/merged/base/quantized"
     with pytest.raises(catalog.UnknownModel):
         catalog.lookup("not a model")
+    with pytest.raises(catalog.UnknownModel, match="moonshine-tiny or moonshine-base"):
+        catalog.lookup("UsefulSensors/moonshine")
+
+
+def test_moonshine_models_share_their_repository_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both Moonshine models live in one hub repository (ONNX under onnx/merged/<size>/<precision>/) and take
+    their tokenizer from their own transformers repository: the bundles lay out the same, and each model
+    resolves to its own subfolder whichever was installed first."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.install_bundled(hub.BUNDLED["UsefulSensors/moonshine tiny"])  # only tiny is in the cache so far
+    base = hub.resolve_weights(catalog.lookup("moonshine-base"), download=False)
+    tiny = hub.resolve_weights(catalog.lookup("moonshine-tiny"), download=False)
+    assert base.parent.parent == tiny.parent.parent  # .../snapshots/<rev>/onnx/merged/{tiny,base}
+    assert base.as_posix().endswith("onnx/merged/base/quantized")
+    assert {p.name for p in base.iterdir()} == {"encoder_model.ort", "decoder_model_merged.ort"}
+    tokenizer = hub.resolve_tokenizer(catalog.lookup("moonshine-tiny"))
+    assert "models--UsefulSensors--moonshine-tiny" in str(tokenizer) and tokenizer.is_file()
+    link = base / "encoder_model.ort"  # a relative link from deep in the snapshot to the repository's blob
+    assert link.is_symlink() and link.resolve().parent.name == "blobs"
+
+
+def test_local_moonshine_directory(tmp_path: Path) -> None:
+    for name in ("encoder_model.onnx", "decoder_model_merged.onnx", "tokenizer.json"):
+        (tmp_path / name).write_bytes(b"")
+    spec = catalog.lookup(str(tmp_path))
+    assert spec.engine == "moonshine" and spec.english_only
 
 
 def test_local_directory_is_a_model(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-EngineKind = Literal["whisper", "voxtral"]
+EngineKind = Literal["whisper", "voxtral", "moonshine"]
 
 # The name OpenAI clients hard-code; it is served by whichever loaded model `ModelSet.resolve` picks.
 OPENAI_WHISPER_ALIAS = "whisper-1"
@@ -31,6 +31,10 @@ class ModelSpec:
     source: str  # Hugging Face repo id, or a local directory
     engine: EngineKind
     english_only: bool = False
+    # Where in `source` the model's files lie, when one repository holds several models (Moonshine's ONNX).
+    subfolder: str = ""
+    # A second repository holding the tokenizer, when `source` has none (Moonshine's ONNX repository).
+    tokenizer_source: str = ""
 
     @property
     def is_local(self) -> bool:
@@ -61,6 +65,23 @@ CATALOG: dict[str, ModelSpec] = {
         ),
         ModelSpec("whisper-distil-large-v2", "Systran/faster-distil-whisper-large-v2", "whisper"),
         ModelSpec("whisper-distil-large-v3", "Systran/faster-distil-whisper-large-v3", "whisper"),
+        # Useful Sensors' Moonshine (English): the ONNX exports of one repository, int8 weights.
+        ModelSpec(
+            "moonshine-tiny",
+            "UsefulSensors/moonshine",
+            "moonshine",
+            english_only=True,
+            subfolder="onnx/merged/tiny/quantized",
+            tokenizer_source="UsefulSensors/moonshine-tiny",
+        ),
+        ModelSpec(
+            "moonshine-base",
+            "UsefulSensors/moonshine",
+            "moonshine",
+            english_only=True,
+            subfolder="onnx/merged/base/quantized",
+            tokenizer_source="UsefulSensors/moonshine-base",
+        ),
         ModelSpec("voxtral-mini", "mistralai/Voxtral-Mini-3B-2507", "voxtral"),
         ModelSpec("voxtral-small", "mistralai/Voxtral-Small-24B-2507", "voxtral"),
     )
@@ -72,7 +93,11 @@ def _aliases() -> dict[str, str]:
     for name, spec in CATALOG.items():
         short = name.removeprefix("whisper-")
         aliases[short] = name  # "base", "large-v3", "distil-large-v3"
-        aliases[spec.source.lower()] = name  # the Hugging Face repo id
+        if spec.subfolder:  # one repository, several models: named by the model's own repository
+            aliases[spec.tokenizer_source.lower()] = name  # "usefulsensors/moonshine-tiny"
+            aliases[spec.name.replace("-", "/", 1)] = name  # "moonshine/tiny", as Useful Sensors write it
+        else:
+            aliases[spec.source.lower()] = name  # the Hugging Face repo id
     aliases["turbo"] = aliases["large-v3-turbo"] = "whisper-large-v3-turbo"
     aliases["whisper-turbo"] = "whisper-large-v3-turbo"
     aliases["large-v1"] = aliases["whisper-large-v1"] = "whisper-large"
@@ -96,9 +121,18 @@ def lookup(value: str) -> ModelSpec:
         return CATALOG[ALIASES[key.lower()]]
     path = Path(key).expanduser()
     if path.is_dir():
-        return ModelSpec(path.resolve().name, str(path.resolve()), _engine_of_directory(path))
+        engine_kind = _engine_of_directory(path)
+        return ModelSpec(
+            path.resolve().name, str(path.resolve()), engine_kind, english_only=engine_kind == "moonshine"
+        )
     if _looks_like_repo_id(key):
         engine: EngineKind = "voxtral" if "voxtral" in key.lower() else "whisper"
+        if "moonshine" in key.lower():
+            raise UnknownModel(
+                f"Unknown model '{value}': Moonshine is served as moonshine-tiny or moonshine-base (the ONNX "
+                "exports of UsefulSensors/moonshine), or from a local directory holding encoder_model and "
+                "decoder_model_merged (.onnx or .ort) with tokenizer.json."
+            )
         return ModelSpec(key, key, engine, english_only=key.lower().endswith(".en"))
     known = ", ".join(sorted(CATALOG))
     raise UnknownModel(
@@ -139,6 +173,8 @@ def _looks_like_repo_id(value: str) -> bool:
 def _engine_of_directory(path: Path) -> EngineKind:
     if (path / "model.bin").exists():
         return "whisper"
+    if any(path.glob("encoder_model.*")) and any(path.glob("decoder_model_merged.*")):
+        return "moonshine"
     config = path / "config.json"
     if config.exists() and "voxtral" in config.read_text(errors="ignore").lower():
         return "voxtral"

@@ -68,7 +68,7 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
     prompt = text(form, "prompt") or None
     if prompt and not engine.supports_prompt:
         raise bad_request(
-            f"Model '{queue.name}' takes no prompt in transcription mode; send the request without one.",
+            f"Model '{queue.name}' takes no prompt; send the request without one.",
             "prompt",
             "unsupported_parameter",
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 from open_stt_server.catalog import ModelSpec
 from open_stt_server.engines.engine import (
     DECODE_NICENESS,
+    MOONSHINE_LANGUAGES,
     VOXTRAL_LANGUAGES,
     Capabilities,
     Decoding,
@@ -23,6 +24,7 @@ from open_stt_server.settings import Settings
 
 __all__ = [
     "DECODE_NICENESS",
+    "MOONSHINE_LANGUAGES",
     "VOXTRAL_LANGUAGES",
     "Capabilities",
     "Decoding",
@@ -40,6 +42,7 @@ __all__ = [
 ENGINE_PACKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "whisper": ("", ("faster_whisper", "ctranslate2")),
     "voxtral": ("voxtral", ("torch", "transformers", "mistral_common", "soundfile")),
+    "moonshine": ("", ("onnxruntime", "onnx", "tokenizers")),
 }
 
 
@@ -70,6 +73,8 @@ def load_engine(spec: ModelSpec, weights: Path, settings: Settings) -> Engine:
     try:
         if spec.engine == "voxtral":
             from open_stt_server.engines.voxtral import VoxtralEngine as engine_class
+        elif spec.engine == "moonshine":
+            from open_stt_server.engines.moonshine import MoonshineEngine as engine_class
         else:
             from open_stt_server.engines.whisper_ct2 import WhisperEngine as engine_class
     except ImportError as exc:

@@ -46,6 +46,8 @@ class Engine(Protocol):
 
 # The language codes Voxtral takes (its engine module imports torch, so they are kept here for the catalog).
 VOXTRAL_LANGUAGES = frozenset(code for code in LANGUAGE_NAMES if len(code) == 2 and code != "jw")
+# Moonshine's published models are English ones (its later other-language models carry another licence).
+MOONSHINE_LANGUAGES = frozenset({"en"})
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def capabilities(spec: ModelSpec) -> Capabilities:
     known only to its engine: use `capabilities_of` on a loaded one)."""
     if spec.engine == "voxtral":
         return Capabilities(spec, False, False, False, False, VOXTRAL_LANGUAGES)
+    if spec.engine == "moonshine":
+        return Capabilities(spec, True, False, False, False, MOONSHINE_LANGUAGES)
     return Capabilities(spec, spec.english_only, not spec.english_only, True, True, None)
 
 
