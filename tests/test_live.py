@@ -20,7 +20,7 @@ from open_stt_server.live.events import (
     TurnCommitted,
     TurnTranscribed,
 )
-from open_stt_server.live.partials import aligned_prefix, settled, words_of
+from open_stt_server.live.partials import aligned_prefix, settled, words_in_last, words_of
 from open_stt_server.live.stream import BufferTooSmall, LiveOptions, SpeechStream
 from open_stt_server.scheduler import ModelQueue
 from tests.conftest import needs_espeak, speak, wer, whisper_engine
@@ -133,8 +133,13 @@ def test_buffer_and_word_agreement():
     buffer.drop_before(5)
     assert buffer.start == 5 and buffer.slice(8, 12).tolist() == [8, 9, 10, 11]
     previous, latest = words_of("turn on the kitchen"), words_of("Turn on the kitchen lights")
-    assert settled(previous, latest, []) == words_of("Turn on the kitchen")
+    assert settled(previous, latest, [], held=0) == words_of("Turn on the kitchen")
+    assert settled(previous, latest, []) == words_of("Turn on the")  # the earlier pass's last word may be cut
     assert settled(previous, latest, words_of("turn off")) == []  # never retracts what was sent
+    # the earlier pass's last words had little audio after them: held back until a later pass confirms them
+    assert settled(previous, latest, [], held=2) == words_of("Turn on")
+    assert words_in_last(words_of("one two three four five six"), 3.0, 1.0) == 2
+    assert words_in_last(words_of("one two"), 0.8, 1.0) == 2  # all of a pass shorter than the hold
     assert aligned_prefix(words_of("turn on the"), words_of("Turn on the lights.")) == 3
 
 

@@ -3,6 +3,7 @@ already sent. Words keep their leading whitespace, so joined again they give the
 
 from __future__ import annotations
 
+import math
 import re
 
 
@@ -16,20 +17,30 @@ def normal(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
 
 
-def settled(previous: list[str], latest: list[str], sent: list[str]) -> list[str]:
-    """The words of `latest` to send now: those it and the `previous` pass agree on, past the ones already `sent`
-    (never its newest word, which the end of the audio may still cut off). Nothing when the latest pass no longer
-    agrees with what was sent: words sent are never retracted, so the final transcript reconciles them."""
+def settled(previous: list[str], latest: list[str], sent: list[str], held: int = 1) -> list[str]:
+    """The words of `latest` to send now: those it and the `previous` pass agree on, past the ones already `sent`,
+    less the `held` last words of the previous pass (and never the newest word of the latest one): a word the end
+    of the audio cut off, or heard with too little after it, is often wrong the same way in two passes. Nothing
+    when the latest pass no longer agrees with what was sent: words sent are never retracted, so the final
+    transcript reconciles them."""
     agreed = 0
     for before, now in zip(previous, latest, strict=False):
         if normal(before) != normal(now) or not normal(now):
             break
         agreed += 1
-    agreed = min(agreed, len(latest) - 1)
+    agreed = min(agreed, len(previous) - held, len(latest) - 1)
     matches_sent = all(normal(a) == normal(b) for a, b in zip(sent, latest, strict=False))
     if agreed > len(sent) and matches_sent:
         return latest[len(sent) : agreed]
     return []
+
+
+def words_in_last(words: list[str], heard_s: float, last_s: float) -> int:
+    """About how many of `words`, heard over `heard_s` seconds, were spoken in the last `last_s` of them (at
+    the pass's own speaking rate; at least one)."""
+    if heard_s <= last_s:
+        return len(words)
+    return max(1, math.ceil(len(words) * last_s / heard_s))
 
 
 def aligned_prefix(sent: list[str] | tuple[str, ...], final: list[str]) -> int:

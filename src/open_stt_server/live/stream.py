@@ -33,7 +33,7 @@ from open_stt_server.live.events import (
     TurnFailed,
     TurnTranscribed,
 )
-from open_stt_server.live.partials import aligned_prefix, settled, words_of
+from open_stt_server.live.partials import aligned_prefix, settled, words_in_last, words_of
 from open_stt_server.live.turns import CommittedTurn, OpenTurn, Pass
 from open_stt_server.live.vad import TurnDetector, VadSettings, VoiceStarted
 from open_stt_server.scheduler import (
@@ -56,6 +56,7 @@ PROMPT_CHARS = 200
 FIRST_PASS_SPEECH = SAMPLE_RATE * 3 // 10  # live partials: the first pass waits for 0.3 s of speech
 PASS_SLACK_SAMPLES = SAMPLE_RATE // 20
 SETTLE_CONTEXT_SAMPLES = SAMPLE_RATE  # live words: agreed by two passes at least 1 s of audio apart
+SETTLE_AFTER_S = 1.0  # ... and followed by at least this much speech in the earlier of the two
 # The final's decode starts after 120 ms of silence (at most half of silence_duration_ms), not at the first quiet
 # window: most gaps between words are shorter.
 ANTICIPATE_AFTER_SAMPLES = SAMPLE_RATE * 12 // 100
@@ -424,14 +425,17 @@ class SpeechStream:
         return result
 
     def _agree(self, turn: OpenTurn, result: Pass) -> None:
-        """Send the words this pass agrees on with one that heard at least SETTLE_CONTEXT_S less: a word two
-        passes over nearly the same audio agree on is often wrong the same way twice."""
+        """Send the words this pass agrees on with one that heard at least SETTLE_CONTEXT_SAMPLES less, and that
+        the earlier pass already heard SETTLE_AFTER_S of speech after: a word two passes over nearly the same
+        audio agree on, or one near the end of what they heard, is often wrong the same way twice."""
         turn.passes.append(result)
         earlier = [p for p in turn.passes if p.covered <= result.covered - SETTLE_CONTEXT_SAMPLES]
         if not earlier:
             return
         del turn.passes[: len(earlier) - 1]  # older ones are never compared again
-        new = settled(words_of(earlier[-1].text), words_of(result.text), turn.sent)
+        previous = words_of(earlier[-1].text)
+        held = words_in_last(previous, (earlier[-1].covered - turn.start) / SAMPLE_RATE, SETTLE_AFTER_S)
+        new = settled(previous, words_of(result.text), turn.sent, held)
         if new:
             piece = "".join(new)
             if not turn.sent:
