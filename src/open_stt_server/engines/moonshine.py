@@ -83,10 +83,8 @@ class MoonshineEngine:
             ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
         )
         if settings.compute_type not in (None, "", "default", "auto", "int8"):
-            raise EngineUnavailable(
-                f"--compute-type {settings.compute_type} is not supported by the Moonshine engine: its weights "
-                "are int8 as published; leave --compute-type unset."
-            )
+            log.info("%s keeps its published int8 weights: --compute-type %s applies to the other engines",
+                     spec.name, settings.compute_type)  # fmt: skip
         self.compute_type = "int8"
         self.threads = settings.threads_per_worker()
         self.encoder = self._session(_model_file(weights, "encoder_model"))
