@@ -74,15 +74,31 @@ def served(url: str, model: str, refs: dict[Path, str], concurrency: int, rounds
     }
 
 
-def in_process(model: str, refs: dict[Path, str], threads: int) -> dict:
-    """The server's engine for `model`, called directly, one clip after another (best of two passes)."""
+def in_process(model: str, refs: dict[Path, str], threads: int, ort_as_is: bool = False) -> dict:
+    """The server's engine for `model`, called directly, one clip after another (best of two passes).
+    `ort_as_is`: Moonshine's ONNX Runtime format files loaded as they are, not re-serialised for optimisation
+    (how the engine was before it folded the int8 weights: the figure that shows what that gained)."""
     from open_stt_server.audio import decode_audio
     from open_stt_server.engines import load_engine
+    from open_stt_server.engines.moonshine import MoonshineEngine
     from open_stt_server.settings import Settings
     from open_stt_server.transcript import TranscribeOptions
 
     spec = catalog.lookup(model)
-    engine = load_engine(spec, hub.resolve_weights(spec, download=False), Settings(cpu_threads=threads))
+    weights = hub.resolve_weights(spec, download=False)
+    if ort_as_is:
+
+        class AsIs(MoonshineEngine):
+            def _session(self, path: Path):
+                import onnxruntime as ort
+
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = self.threads
+                return ort.InferenceSession(str(path), options, providers=self.providers)
+
+        engine = AsIs(spec, weights, Settings(cpu_threads=threads))
+    else:
+        engine = load_engine(spec, weights, Settings(cpu_threads=threads))
     audio = [decode_audio(p.read_bytes(), 3600).samples for p in refs]
     options = TranscribeOptions(language="en")
     best = float("inf")
@@ -101,6 +117,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--sentences", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only-in-process", action="store_true", help="the in-process figures only, no server")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
     home = tmp / "hf_home"
@@ -115,6 +132,13 @@ def main() -> None:
     out: dict = {"clips": len(refs), "audio_s": round(sum(wav_seconds(p) for p in refs), 1), "models": {}}
     for model in models:
         out["models"][model] = {"in_process": in_process(model, refs, args.threads)}
+        if model.startswith("moonshine"):
+            out["models"][model]["in_process_ort_as_is"] = in_process(
+                model, refs, args.threads, ort_as_is=True
+            )
+    if args.only_in_process:
+        print(json.dumps(out, indent=2))
+        return
     server = start_server(home, tmp, "--model", ",".join(models), "--cpu-threads", str(args.threads))
     try:
         for model in models:

@@ -5,7 +5,8 @@ chunks at real-time pace.
 
 - latency: `completed` − `speech_stopped` per turn (both read on loopback as they arrive), p50 / p95, ÷ the file
   API's latency for the same turn's audio (the slice between speech_started's `audio_start_ms` and
-  speech_stopped's `audio_end_ms`, posted as WAV right after the session, one at a time);
+  speech_stopped's `audio_end_ms`, posted as a 24 kHz WAV — the audio the client sent — right after the session,
+  one at a time);
 - the same with 4 sessions at once (errors counted);
 - live partials (`delay: "minimal"`): first delta after the true start of speech (when the client sent it);
 - WER of the realtime transcripts and of the file API on the same turns, against the known text;
@@ -43,13 +44,15 @@ STAGGER_S = 1.3
 RATE = 24_000
 
 
-def wav_bytes(samples: np.ndarray) -> bytes:
+def wav_bytes(samples: np.ndarray, rate: int = RATE) -> bytes:
+    """16 kHz samples as a WAV file at `rate` (by default the session's 24 kHz: the file API hears the audio
+    the realtime client sent, resampled by the server alike)."""
     out = io.BytesIO()
     with wave.open(out, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm16(samples, 16000))
+        w.setframerate(rate)
+        w.writeframes(pcm16(samples, rate))
     return out.getvalue()
 
 
