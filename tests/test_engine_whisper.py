@@ -77,3 +77,36 @@ def test_vad_path_detects_the_language_in_its_first_decode(engine) -> None:
     segments = list(decoding.segments)
     assert decoding.language == "fr" and segments and segments[0].start >= 2.0
     assert engine.model.encoder_runs - before == 1
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_batched_path_says_what_the_batched_pipeline_says(engine, usual, long_speech, monkeypatch, lang) -> None:
+    """Long audio takes faster-whisper's batched pipeline as its users call it (VAD on, batch 8, beam 5): the same
+    words, now in sentence-sized segments with true times, and the language read from the first batch's own
+    encoder pass (the pipeline's up-front detection encodes the start of the audio once more)."""
+    from faster_whisper import BatchedInferencePipeline
+
+    if lang == "en":
+        samples = audio(long_speech)
+    else:  # real Spanish speech, the recordings one after another with pauses (too short for the path's 60 s)
+        monkeypatch.setattr(engine, "batched_min_seconds", 5.0)
+        clips = [audio(p) for p in sorted((sample("es", "x").parent).glob("*.wav"))]
+        pause = np.zeros(16000, np.float32)
+        samples = np.concatenate([part for clip in clips for part in (pause, clip)])
+    before = engine.model.encoder_runs
+    decoding = engine.start(samples, TranscribeOptions(word_timestamps=True))
+    segments = list(decoding.segments)
+    ours = engine.model.encoder_runs - before
+
+    usual.encoder_runs = 0
+    theirs, info = BatchedInferencePipeline(usual).transcribe(samples, batch_size=8, beam_size=5, vad_filter=True)
+    theirs = list(theirs)
+    assert decoding.language == info.language == lang
+    assert " ".join(s.text.strip() for s in segments) == " ".join(s.text.strip() for s in theirs)
+    assert ours == usual.encoder_runs - 1 == 1  # one encoder call for the batch; theirs adds the detection
+    duration = len(samples) / 16000
+    assert len(segments) > len(theirs) and all(s.end - s.start <= 15.0 for s in segments)
+    for segment in segments:
+        assert 0 <= segment.start <= segment.end <= duration
+        assert segment.words and segment.start <= segment.words[0].start and segment.words[-1].end <= segment.end
+    assert all(a.start <= b.start for a, b in zip(segments, segments[1:], strict=False))

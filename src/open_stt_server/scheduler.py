@@ -344,8 +344,8 @@ class ModelQueue:
             if job.decoding is None:
                 job.started_at = time.monotonic()
                 job.decoding = self.engine.start(job.samples, job.options, job.cancelled)
-                job.language = job.decoding.language
             segment = next(job.decoding.segments, None)
+            job.language = job.decoding.language  # an engine may learn it with its first segment
         except Exception as exc:
             log.exception("engine failed on model %s", self.name)
             self._finish(job, EngineFailure(f"The model failed while transcribing: {exc}"))

@@ -51,6 +51,7 @@ class TranscribeOptions:
     # None = let the engine decide (long files take the batched path when the server allows it)
     batched: bool | None = None
     fallback: bool = True  # temperature 0 retries hotter on a bad decode; off for quick speculative passes
+    early_text: bool = False  # the client streams: text early is worth a little total time (long files)
 
     @property
     def temperatures(self) -> tuple[float, ...]:

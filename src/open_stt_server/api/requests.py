@@ -94,6 +94,7 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
         vad_min_silence_ms=int(vad_options.get("silence_duration_ms", 2000)),
         vad_speech_pad_ms=int(vad_options.get("prefix_padding_ms", 400)),
         batched=boolean(form, "batched"),
+        early_text=stream,
     )
     data = await upload.read()
     if len(data) > settings.max_upload_bytes:

@@ -12,11 +12,12 @@ import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import Segment as FwSegment
 
 from open_stt_server.audio import SAMPLE_RATE
 from open_stt_server.catalog import ModelSpec
-from open_stt_server.chunking import speech_pieces, speech_regions
+from open_stt_server.chunking import speech_regions
 from open_stt_server.engines.engine import Decoding
 from open_stt_server.sentences import split_segments
 from open_stt_server.settings import Settings
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 WINDOW_S = 30.0  # Whisper's receptive field
 FIRST_BATCH_CLIPS = 1  # the batched path decodes this many clips first, so streamed text starts early
 ENCODINGS_KEPT = 8  # encoder outputs of language detection waiting for their window's decode
+UNDETECTED = ""  # the batched path's language until its first batch is decoded
 
 
 class OneEncodeWhisperModel(WhisperModel):
@@ -180,46 +182,85 @@ class WhisperEngine:
         return Decoding(info.language, segments())
 
     def _start_batched(self, samples: np.ndarray, options: TranscribeOptions) -> Decoding:
-        """Long audio: batches of ≤ 30 s speech clips decoded together, clips kept contiguous in time.
+        """Long audio through faster-whisper's batched pipeline as its users call it: VAD with its settings,
+        speech packed into chunks of up to 30 s (silences left out, times restored), each chunk decoded without
+        timestamp tokens, in batches. Word times (one alignment pass per batch) cut each chunk's text into
+        sentence-sized segments with true times.
 
-        Clips are decoded independently: no conditioning on the previous window and no temperature fallback.
+        What this path adds: the language is read from the first batch's own encoder output (no separate
+        detection pass), and when the client streams (`early_text`) the first chunk is decoded alone so text
+        starts early. Chunks are decoded independently: no conditioning, no temperature fallback.
         """
-        clips = [
-            {"start": p.start_s, "end": p.end_s}
-            for p in speech_pieces(speech_regions(samples, options, WINDOW_S), WINDOW_S)
-        ]
-        if not clips:
-            return Decoding(self._detect_language(samples, options), iter(()))
-        language = self._detect_language(
-            samples[int(clips[0]["start"] * SAMPLE_RATE) : int((clips[0]["start"] + WINDOW_S) * SAMPLE_RATE)],
-            options,
-        )
-        kwargs = self._decode_kwargs(options, language)
-        del kwargs["vad_filter"]
-        # Each clip is decoded without timestamp tokens: measured on a 10-minute file, timestamp tokens cost speed
-        # and doubled WER in batched decoding (benchmarks/README.md). Word times (one alignment pass per batch)
-        # then cut each clip's text into sentence-sized segments with true times.
-        kwargs["word_timestamps"] = True
+        language = "en" if self.english_only else options.language
+        first_batch = FIRST_BATCH_CLIPS if options.early_text else self.batch_size
+        pipeline = _LongAudioPipeline(self.model, first_batch, options.task)
+        vad = None
+        if options.vad_filter:  # the client's VAD settings; else the pipeline's own (160 ms pauses)
+            vad = {"threshold": options.vad_threshold, "min_silence_duration_ms": options.vad_min_silence_ms,
+                   "speech_pad_ms": options.vad_speech_pad_ms}  # fmt: skip
+        decoded, info = pipeline.transcribe(
+            samples, language=language or "en", multilingual=language is None, task=options.task,
+            beam_size=options.beam_size, initial_prompt=options.prompt or None, hotwords=options.hotwords or None,
+            temperature=options.temperatures[0], batch_size=self.batch_size, vad_filter=True,
+            vad_parameters=vad, without_timestamps=True, word_timestamps=True,
+        )  # fmt: skip
         duration = len(samples) / SAMPLE_RATE
         encode = self.model.hf_tokenizer.encode
-
-        def batches() -> Iterator[FwSegment]:
-            # A small first batch, so that the first text is out while the rest decode in full batches.
-            for part in (clips[:FIRST_BATCH_CLIPS], clips[FIRST_BATCH_CLIPS:]):
-                if part:
-                    decoded, _ = self.batched.transcribe(
-                        samples, clip_timestamps=part, batch_size=self.batch_size, without_timestamps=True,
-                        **kwargs,
-                    )  # fmt: skip
-                    yield from decoded
+        decoding = Decoding(info.language if language else UNDETECTED, iter(()))
 
         def segments() -> Iterator[Segment]:
             for segment in split_segments(
-                _convert(batches(), 0.0, duration), lambda text: encode(text, add_special_tokens=False).ids
+                _convert(decoded, 0.0, duration), lambda text: encode(text, add_special_tokens=False).ids
             ):
+                if decoding.language == UNDETECTED and pipeline.language:
+                    decoding.language = pipeline.language
                 yield segment if options.word_timestamps else replace(segment, words=None)
+            if decoding.language == UNDETECTED:  # no speech at all: Whisper's own guess from the audio
+                decoding.language = self._detect_language(samples, options)
 
-        return Decoding(language, segments())
+        decoding.segments = segments()
+        return decoding
+
+
+class _LongAudioPipeline(BatchedInferencePipeline):
+    """faster-whisper's batched pipeline, with the first batch of `first_batch` chunks and the language learned
+    from that batch's encoder output.
+
+    Asked with `multilingual=True`, the pipeline detects each chunk's language from the encoder output it decodes
+    with, instead of encoding the start of the audio once more up front. Here only the first batch does: its
+    first chunk's language (Whisper's own top language token) is then the language of every later chunk, as
+    in the pipeline's own up-front detection.
+    """
+
+    def generate_segment_batched(self, features, tokenizer, options):
+        encoder_output, output = super().generate_segment_batched(features, tokenizer, options)
+        if options.multilingual and self.language is None:
+            self.language = self.model.model.detect_language(encoder_output)[0][0][0][2:-2]
+        return encoder_output, output
+
+    def __init__(self, model: WhisperModel, first_batch: int, task: str) -> None:
+        super().__init__(model)
+        self.first_batch = first_batch
+        self.task = task
+        self.language: str | None = None
+
+    def _batched_segments_generator(
+        self, features, tokenizer, chunks_metadata, batch_size, options, log_progress
+    ):
+        first = min(self.first_batch, len(features))
+        yield from super()._batched_segments_generator(
+            features[:first], tokenizer, chunks_metadata[:first], first, options, log_progress
+        )
+        if first == len(features):
+            return
+        if (
+            options.multilingual and self.language is not None
+        ):  # every later chunk in the first one's language
+            options = replace(options, multilingual=False)
+            tokenizer = Tokenizer(self.model.hf_tokenizer, True, task=self.task, language=self.language)
+        yield from super()._batched_segments_generator(
+            features[first:], tokenizer, chunks_metadata[first:], batch_size, options, log_progress
+        )
 
 
 def _convert(
