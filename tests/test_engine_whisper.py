@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,9 @@ def test_vad_path_detects_the_language_in_its_first_decode(engine) -> None:
 
 
 @pytest.mark.parametrize("lang", ["en", "es"])
-def test_batched_path_says_what_the_batched_pipeline_says(engine, usual, long_speech, monkeypatch, lang) -> None:
+def test_batched_path_says_what_the_batched_pipeline_says(
+    engine, usual, long_speech, monkeypatch, lang
+) -> None:
     """Long audio takes faster-whisper's batched pipeline as its users call it (VAD on, batch 8, beam 5): the same
     words, now in sentence-sized segments with true times, and the language read from the first batch's own
     encoder pass (the pipeline's up-front detection encodes the start of the audio once more)."""
@@ -99,7 +102,9 @@ def test_batched_path_says_what_the_batched_pipeline_says(engine, usual, long_sp
     ours = engine.model.encoder_runs - before
 
     usual.encoder_runs = 0
-    theirs, info = BatchedInferencePipeline(usual).transcribe(samples, batch_size=8, beam_size=5, vad_filter=True)
+    theirs, info = BatchedInferencePipeline(usual).transcribe(
+        samples, batch_size=8, beam_size=5, vad_filter=True
+    )
     theirs = list(theirs)
     assert decoding.language == info.language == lang
     assert " ".join(s.text.strip() for s in segments) == " ".join(s.text.strip() for s in theirs)
@@ -108,5 +113,7 @@ def test_batched_path_says_what_the_batched_pipeline_says(engine, usual, long_sp
     assert len(segments) > len(theirs) and all(s.end - s.start <= 15.0 for s in segments)
     for segment in segments:
         assert 0 <= segment.start <= segment.end <= duration
-        assert segment.words and segment.start <= segment.words[0].start and segment.words[-1].end <= segment.end
-    assert all(a.start <= b.start for a, b in zip(segments, segments[1:], strict=False))
+        assert (
+            segment.words and segment.start <= segment.words[0].start and segment.words[-1].end <= segment.end
+        )
+    assert all(a.start <= b.start for a, b in itertools.pairwise(segments))
