@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Iterable, Iterator
@@ -26,7 +27,8 @@ from open_stt_server.transcript import Segment, TranscribeOptions, Word
 log = logging.getLogger(__name__)
 
 WINDOW_S = 30.0  # Whisper's receptive field
-FIRST_BATCH_CLIPS = 1  # the batched path decodes this many clips first, so streamed text starts early
+EARLY_TEXT_S = 10.0  # long audio, streamed: about this much is decoded on its own first, so text starts early
+EARLY_PAUSE_MS = 200  # ... and cut at a pause at least this long
 ENCODINGS_KEPT = 8  # encoder outputs of language detection waiting for their window's decode
 UNDETECTED = ""  # the batched path's language until its first batch is decoded
 
@@ -188,43 +190,74 @@ class WhisperEngine:
         sentence-sized segments with true times.
 
         What this path adds: the language is read from the first batch's own encoder output (no separate
-        detection pass), and when the client streams (`early_text`) the first chunk is decoded alone so text
-        starts early. Chunks are decoded independently: no conditioning, no temperature fallback.
+        detection pass), and when the client streams (`early_text`) the first ≈ 10 s, up to a pause, are decoded
+        on their own first so that text starts early. Chunks are decoded independently: no conditioning, no
+        temperature fallback.
         """
-        language = "en" if self.english_only else options.language
-        first_batch = FIRST_BATCH_CLIPS if options.early_text else self.batch_size
-        pipeline = _LongAudioPipeline(self.model, first_batch, options.task)
-        vad = None
-        if options.vad_filter:  # the client's VAD settings; else the pipeline's own (160 ms pauses)
-            vad = {"threshold": options.vad_threshold, "min_silence_duration_ms": options.vad_min_silence_ms,
-                   "speech_pad_ms": options.vad_speech_pad_ms}  # fmt: skip
-        decoded, info = pipeline.transcribe(
-            samples, language=language or "en", multilingual=language is None, task=options.task,
-            beam_size=options.beam_size, initial_prompt=options.prompt or None, hotwords=options.hotwords or None,
-            temperature=options.temperatures[0], batch_size=self.batch_size, vad_filter=True,
-            vad_parameters=vad, without_timestamps=True, word_timestamps=True,
-        )  # fmt: skip
+        cut = _first_pause_after(samples, options, EARLY_TEXT_S) if options.early_text else None
+        parts = [(0, len(samples))] if cut is None else [(0, cut), (cut, len(samples))]
         duration = len(samples) / SAMPLE_RATE
         encode = self.model.hf_tokenizer.encode
-        decoding = Decoding(info.language if language else UNDETECTED, iter(()))
+        decoding = Decoding("en" if self.english_only else (options.language or UNDETECTED), iter(()))
 
         def segments() -> Iterator[Segment]:
-            for segment in split_segments(
-                _convert(decoded, 0.0, duration), lambda text: encode(text, add_special_tokens=False).ids
-            ):
-                if decoding.language == UNDETECTED and pipeline.language:
-                    decoding.language = pipeline.language
-                yield segment if options.word_timestamps else replace(segment, words=None)
+            next_id = 0
+            for (
+                start,
+                end,
+            ) in parts:  # a part is decoded once the one before it is: it takes that one's language
+                language = decoding.language or None
+                pipeline, decoded = self._packed(samples[start:end], options, language)
+                for segment in split_segments(
+                    _convert(decoded, start / SAMPLE_RATE, duration),
+                    lambda text: encode(text, add_special_tokens=False).ids,
+                    next_id,
+                ):
+                    next_id = segment.id + 1
+                    decoding.language = decoding.language or pipeline.language or UNDETECTED
+                    yield segment if options.word_timestamps else replace(segment, words=None)
             if decoding.language == UNDETECTED:  # no speech at all: Whisper's own guess from the audio
                 decoding.language = self._detect_language(samples, options)
 
         decoding.segments = segments()
         return decoding
 
+    def _packed(
+        self, samples: np.ndarray, options: TranscribeOptions, language: str | None
+    ) -> tuple[_LongAudioPipeline, Iterator[FwSegment]]:
+        """The batched pipeline over `samples` (language None: learned from the first batch); its segments are
+        decoded as they are read."""
+        pipeline = _LongAudioPipeline(self.model, options.task)
+        vad = None
+        if options.vad_filter:  # the client's VAD settings; else the pipeline's own (160 ms pauses)
+            vad = {"threshold": options.vad_threshold, "min_silence_duration_ms": options.vad_min_silence_ms,
+                   "speech_pad_ms": options.vad_speech_pad_ms}  # fmt: skip
+        decoded, _ = pipeline.transcribe(
+            samples, language=language or "en", multilingual=language is None, task=options.task,
+            beam_size=options.beam_size, initial_prompt=options.prompt or None, hotwords=options.hotwords or None,
+            temperature=options.temperatures[0], batch_size=self.batch_size, vad_filter=True,
+            vad_parameters=vad, without_timestamps=True, word_timestamps=True,
+        )  # fmt: skip
+        return pipeline, iter(decoded)
+
+
+def _first_pause_after(samples: np.ndarray, options: TranscribeOptions, seconds: float) -> int | None:
+    """The middle of the first pause in speech after `seconds` (and before twice that), as a sample offset; None
+    when the speech goes on without one (or the audio is too short to be worth a first piece)."""
+    if len(samples) < 4 * seconds * SAMPLE_RATE:
+        return None
+    head = samples[: int(2 * seconds * SAMPLE_RATE)]
+    regions = speech_regions(
+        head, replace(options, vad_min_silence_ms=EARLY_PAUSE_MS, vad_speech_pad_ms=100), 30.0
+    )
+    for before, after in itertools.pairwise(regions):
+        if before["end"] >= seconds * SAMPLE_RATE:
+            return (before["end"] + after["start"]) // 2
+    return None
+
 
 class _LongAudioPipeline(BatchedInferencePipeline):
-    """faster-whisper's batched pipeline, with the first batch of `first_batch` chunks and the language learned
-    from that batch's encoder output.
+    """faster-whisper's batched pipeline, with the language learned from the first batch's encoder output.
 
     Asked with `multilingual=True`, the pipeline detects each chunk's language from the encoder output it decodes
     with, instead of encoding the start of the audio once more up front. Here only the first batch does: its
@@ -232,30 +265,27 @@ class _LongAudioPipeline(BatchedInferencePipeline):
     in the pipeline's own up-front detection.
     """
 
+    def __init__(self, model: WhisperModel, task: str) -> None:
+        super().__init__(model)
+        self.task = task
+        self.language: str | None = None
+
     def generate_segment_batched(self, features, tokenizer, options):
         encoder_output, output = super().generate_segment_batched(features, tokenizer, options)
         if options.multilingual and self.language is None:
             self.language = self.model.model.detect_language(encoder_output)[0][0][0][2:-2]
         return encoder_output, output
 
-    def __init__(self, model: WhisperModel, first_batch: int, task: str) -> None:
-        super().__init__(model)
-        self.first_batch = first_batch
-        self.task = task
-        self.language: str | None = None
-
     def _batched_segments_generator(
         self, features, tokenizer, chunks_metadata, batch_size, options, log_progress
     ):
-        first = min(self.first_batch, len(features))
+        first = min(batch_size, len(features))
         yield from super()._batched_segments_generator(
             features[:first], tokenizer, chunks_metadata[:first], first, options, log_progress
         )
         if first == len(features):
             return
-        if (
-            options.multilingual and self.language is not None
-        ):  # every later chunk in the first one's language
+        if options.multilingual and self.language is not None:  # later chunks: the first one's language
             options = replace(options, multilingual=False)
             tokenizer = Tokenizer(self.model.hf_tokenizer, True, task=self.task, language=self.language)
         yield from super()._batched_segments_generator(
