@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -28,8 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.run import SENTENCES, wav_seconds, weights_dir
-from open_stt_server import hub
+from benchmarks.run import SENTENCES, bundled_home, wav_seconds, weights_dir
 from tests.conftest import start_server, wer
 
 SPANISH = [
@@ -139,10 +137,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    home = tmp / "hf_home"
-    for bundled in hub.BUNDLED.values():
-        hub.install_bundled(bundled, home / "hub")
-    os.environ["HF_HOME"] = str(home)
+    home = bundled_home(tmp)
     files = [make_file(tmp, spec.split(":")[0], float(spec.split(":")[1])) for spec in args.files]
     out: dict = {}
     for path, text in files:

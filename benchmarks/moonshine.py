@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.run import SENTENCES, percentile, wav_seconds
+from benchmarks.run import SENTENCES, bundled_home, percentile, wav_seconds
 from open_stt_server import catalog, hub
 from tests.conftest import SAMPLES, start_server, wer
 
@@ -45,11 +45,16 @@ def clips(folder: Path, sentences: int) -> dict[Path, str]:
     return out
 
 
+# One client for every request, as a real client keeps one: making an httpx client costs 10-20 ms (its TLS
+# context), as much as moonshine-tiny's whole decode of a short clip.
+CLIENT = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=8))
+
+
 def post(url: str, model: str, path: Path) -> tuple[float, str]:
     started = time.perf_counter()
     with open(path, "rb") as fh:
-        r = httpx.post(url + "/v1/audio/transcriptions", files={"file": fh},
-                       data={"model": model, "language": "en"}, timeout=600)  # fmt: skip
+        r = CLIENT.post(url + "/v1/audio/transcriptions", files={"file": fh},
+                        data={"model": model, "language": "en"})  # fmt: skip
     r.raise_for_status()
     return time.perf_counter() - started, r.json()["text"]
 
@@ -120,12 +125,7 @@ def main() -> None:
     p.add_argument("--only-in-process", action="store_true", help="the in-process figures only, no server")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    home = tmp / "hf_home"
-    for bundled in hub.BUNDLED.values():
-        hub.install_bundled(bundled, home / "hub")
-    import os
-
-    os.environ["HF_HOME"] = str(home)
+    home = bundled_home(tmp)
     refs = clips(tmp, args.sentences)
     real = {p: t for p, t in refs.items() if p.is_relative_to(SAMPLES)}
     models = [m for pair in PAIRS for m in pair]

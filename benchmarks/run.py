@@ -88,6 +88,16 @@ def make_long_file(out: Path, seconds: float) -> tuple[Path, str]:
     return out, " ".join(texts)
 
 
+def bundled_home(tmp: Path) -> Path:
+    """A private Hugging Face home under `tmp` holding every bundled model, as the server and in-process engines
+    look it up (also set as this process's HF_HOME)."""
+    home = tmp / "hf_home"
+    for bundled in hub.BUNDLED.values():
+        hub.install_bundled(bundled, home / "hub")
+    os.environ["HF_HOME"] = str(home)
+    return home
+
+
 def weights_dir(model: str) -> Path:
     return hub.resolve_weights(catalog.lookup(model), download=False)
 

@@ -76,37 +76,41 @@ async def transcribe(
     pcm = pcm + b"\0" * (int(trailing_silence_s * rate) * frame)
     step = CHUNK_SAMPLES * frame
     answer = Answer()
-    async with AsyncTcpClient(host, port) as client:
-        t0 = time.monotonic()
+    try:
+        async with AsyncTcpClient(host, port) as client:
+            t0 = time.monotonic()
 
-        async def read() -> None:
-            while True:
-                try:
-                    event = await client.read_event()
-                except ConnectionError:  # reset by the server after its last event
-                    return
-                if event is None:
-                    return
-                answer.events.append((time.monotonic() - t0, event))
-                if event.type in ("transcript", "error"):
-                    return
+            async def read() -> None:
+                while True:
+                    try:
+                        event = await client.read_event()
+                    except ConnectionError:  # reset by the server after its last event
+                        return
+                    if event is None:
+                        return
+                    answer.events.append((time.monotonic() - t0, event))
+                    if event.type in ("transcript", "error"):
+                        return
 
-        reader = asyncio.create_task(read())
-        try:
-            await client.write_event((request or Transcribe()).event())
-            await client.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
-            for index, at in enumerate(range(0, len(pcm), step)):
-                if reader.done():
-                    break
-                chunk = AudioChunk(rate=rate, width=width, channels=channels, audio=pcm[at : at + step])
-                await client.write_event(chunk.event())
-                if realtime:
-                    due = t0 + (index + 1) * CHUNK_SAMPLES / rate
-                    await asyncio.sleep(max(0.0, due - time.monotonic()))
-            if not reader.done():
-                answer.audio_stop_at = time.monotonic() - t0
-                await client.write_event(AudioStop().event())
-        except ConnectionError:
-            pass  # the server answered (an error) and closed while audio was still going out: read what it said
-        await asyncio.wait_for(reader, timeout_s)
+            reader = asyncio.create_task(read())
+            try:
+                await client.write_event((request or Transcribe()).event())
+                await client.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
+                for index, at in enumerate(range(0, len(pcm), step)):
+                    if reader.done():
+                        break
+                    chunk = AudioChunk(rate=rate, width=width, channels=channels, audio=pcm[at : at + step])
+                    await client.write_event(chunk.event())
+                    if realtime:
+                        due = t0 + (index + 1) * CHUNK_SAMPLES / rate
+                        await asyncio.sleep(max(0.0, due - time.monotonic()))
+                if not reader.done():
+                    answer.audio_stop_at = time.monotonic() - t0
+                    await client.write_event(AudioStop().event())
+            except ConnectionError:
+                pass  # the server answered (an error) and closed while audio was still going out: read what it said
+            await asyncio.wait_for(reader, timeout_s)
+    except ConnectionError:  # closing the connection the server already closed (after its error event)
+        if not answer.events:
+            raise
     return answer

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from open_stt_server.audio import SAMPLE_RATE
-from open_stt_server.transcript import TranscribeOptions
+from open_stt_server.transcript import Segment, TranscribeOptions
 
 FRAME_S = 0.05  # energy is compared over 50 ms frames: shorter than a pause between words
 
@@ -62,6 +64,21 @@ def speech_pieces(regions: list[dict], max_s: float, max_gap_s: float = 2.0) -> 
         else:
             pieces.append(Piece(start, end))
     return pieces
+
+
+def piece_segments(
+    pieces: list[Piece], transcribe: Callable[[Piece, int], Segment | None], stop: threading.Event
+) -> Iterator[Segment]:
+    """One segment per piece that yields one (`transcribe(piece, index)`), numbered in order; nothing more once
+    `stop` is set (checked between pieces). For engines that decode each piece as one segment."""
+    index = 0
+    for piece in pieces:
+        if stop.is_set():
+            return
+        segment = transcribe(piece, index)
+        if segment is not None:
+            index += 1
+            yield segment
 
 
 def is_silent(samples: np.ndarray, floor_dbfs: float = -70.0) -> bool:

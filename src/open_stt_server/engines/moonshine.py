@@ -19,7 +19,6 @@ import logging
 import math
 import tempfile
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from tokenizers import Tokenizer
 from open_stt_server import hub
 from open_stt_server.audio import SAMPLE_RATE
 from open_stt_server.catalog import ModelSpec
-from open_stt_server.chunking import Piece, is_silent, speech_pieces, speech_regions
+from open_stt_server.chunking import Piece, is_silent, piece_segments, speech_pieces, speech_regions
 from open_stt_server.engines.engine import MOONSHINE_LANGUAGES, Decoding, EngineUnavailable
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import Segment, TranscribeOptions
@@ -129,17 +128,10 @@ class MoonshineEngine:
         stop = cancelled or threading.Event()
         pieces = self.pieces(samples, options)
 
-        def segments() -> Iterator[Segment]:
-            index = 0
-            for piece in pieces:
-                if stop.is_set():
-                    return
-                segment = self._transcribe_piece(samples, piece, index, options, stop)
-                if segment is not None:
-                    index += 1
-                    yield segment
+        def transcribe(piece: Piece, index: int) -> Segment | None:
+            return self._transcribe_piece(samples, piece, index, options, stop)
 
-        return Decoding("en", segments())
+        return Decoding("en", piece_segments(pieces, transcribe, stop))
 
     @staticmethod
     def pieces(samples: np.ndarray, options: TranscribeOptions) -> list[Piece]:

@@ -12,7 +12,6 @@ import logging
 import math
 import threading
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,14 @@ from transformers import (
 
 from open_stt_server.audio import SAMPLE_RATE
 from open_stt_server.catalog import ModelSpec
-from open_stt_server.chunking import Piece, is_silent, quiet_pieces, speech_pieces, speech_regions
+from open_stt_server.chunking import (
+    Piece,
+    is_silent,
+    piece_segments,
+    quiet_pieces,
+    speech_pieces,
+    speech_regions,
+)
 from open_stt_server.engines.engine import VOXTRAL_LANGUAGES, Decoding, EngineUnavailable
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import Segment, TranscribeOptions
@@ -140,17 +146,10 @@ class VoxtralEngine:
         language = options.language
         stop = cancelled or threading.Event()
 
-        def segments() -> Iterator[Segment]:
-            index = 0
-            for piece in pieces:
-                if stop.is_set():
-                    return
-                segment = self._transcribe_piece(samples, piece, index, options, stop)
-                if segment is not None:
-                    index += 1
-                    yield segment
+        def transcribe(piece: Piece, index: int) -> Segment | None:
+            return self._transcribe_piece(samples, piece, index, options, stop)
 
-        return Decoding(language or UNKNOWN_LANGUAGE, segments())
+        return Decoding(language or UNKNOWN_LANGUAGE, piece_segments(pieces, transcribe, stop))
 
     # -- one piece ------------------------------------------------------------------------------------
 

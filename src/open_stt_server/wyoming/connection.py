@@ -44,6 +44,9 @@ MAX_EVENT_BYTES = 4 * 1024 * 1024  # an event's data or payload; Home Assistant 
 # command timeouts for the same names).
 ENDPOINT_SILENCE_MS = {"aggressive": 250, "default": 700, "relaxed": 1250}
 HINT_CHARS = 200
+# After an error, what the client still sends is read away for up to this long before the connection closes:
+# closing with unread data resets the connection, and the client may lose the error event it has not read yet.
+LINGER_S = 2.0
 
 
 class ClientError(Exception):
@@ -100,6 +103,7 @@ class WyomingConnection(AsyncEventHandler):
         self._outbox: asyncio.Queue[Event | None] = asyncio.Queue()
         self._writer_task = asyncio.create_task(self._write_all())
         self._closing = False
+        self._errored = False
 
     # -- the connection -----------------------------------------------------------------------------------
 
@@ -142,9 +146,17 @@ class WyomingConnection(AsyncEventHandler):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._writer_task, 5)
         self._writer_task.cancel()
+        if self._errored:  # the client may still be sending: read it away so that closing does not reset the
+            with contextlib.suppress(Exception):  # connection before the error event was read
+                self.writer.write_eof()
+                await asyncio.wait_for(self._discard_input(), LINGER_S)
         with contextlib.suppress(Exception):
             self.writer.close()
         self.door.closed(self)
+
+    async def _discard_input(self) -> None:
+        while await self.reader.read(1 << 16):
+            pass
 
     async def stop(self) -> None:
         self._closing = True
@@ -155,6 +167,7 @@ class WyomingConnection(AsyncEventHandler):
 
     def _send_error(self, message: str, code: str) -> None:
         log.info("wyoming: %s (%s)", message, code)
+        self._errored = True
         self._send(Error(text=message, code=code).event())
 
     async def _write_all(self) -> None:
