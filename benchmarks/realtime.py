@@ -259,6 +259,7 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=["whisper-base", "whisper-tiny.en"])
     p.add_argument("--only", nargs="*", default=["latency", "four", "partials", "fairness"])
     p.add_argument("--lines", type=int, default=len(LINES))
+    p.add_argument("--rounds", type=int, default=1, help="the lines this many times over, voices rotated")
     p.add_argument("--sessions", type=int, default=4, help="sessions streaming during the fairness probe")
     p.add_argument(
         "--session-model", help="the fairness probe's sessions use this model (loaded beside --models)"
@@ -268,7 +269,7 @@ def main() -> None:
     home = tmp / "hf_home"
     for bundled in hub.BUNDLED.values():
         hub.install_bundled(bundled, home / "hub")
-    talk = meeting(lines=LINES[: args.lines], gap_s=1.0)
+    talk = meeting(lines=LINES[: args.lines], gap_s=1.0, rounds=args.rounds)
     loaded = args.models + [m for m in [args.session_model] if m and m not in args.models]
     server = start_server(home, tmp, "--model", ",".join(loaded))
     out: dict = {"audio_seconds": round(talk.duration, 1), "turns": len(talk.turns)}
