@@ -31,8 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.run import percentile, short_clips, wav_seconds
-from open_stt_server import hub
+from benchmarks.run import bundled_home, percentile, short_clips, wav_seconds
 from tests.conftest import start_server
 from tests.ray_cluster import command_line, deployed, local_cluster, pids_of, pss_mb, stat_fields, wait_for
 
@@ -132,9 +131,7 @@ def main() -> None:
     args = ap.parse_args()
     model = args.model
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
-    home = work / "hf"
-    for bundled in hub.BUNDLED.values():
-        hub.install_bundled(bundled, home / "hub")
+    home = bundled_home(work)
     paths = [p for p in short_clips() if not model.endswith(".en") or p.parent.name == "en"]
     clips = [(p.read_bytes(), wav_seconds(p)) for p in paths]
     second = one_second(paths[0])

@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from open_stt_server import hub
+from benchmarks.run import bundled_home
 from open_stt_server.diarization import DiarizationRequest, load_diarizer
 from open_stt_server.diarization.speakers import SegmentLabeller
 from open_stt_server.transcript import TranscribeOptions, Transcript
@@ -150,9 +150,7 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=["accuracy", "overhead"])
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    home = tmp / "hf_home"
-    for bundled in hub.BUNDLED.values():
-        hub.install_bundled(bundled, home / "hub")
+    home = bundled_home(tmp)
     result: dict = {"model": args.model}
     if "accuracy" in args.only:
         result["accuracy"] = accuracy(args.model, home)

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wyoming.asr import Transcribe
 
+from benchmarks.run import bundled_home
 from open_stt_server import catalog, hub
 from tests.conftest import SAMPLES, free_port, server_env, start_server, wer
 from tests.wyoming_client import read_pcm, transcribe
@@ -147,9 +148,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wyoming-bench-"))
-    hf_home = work / "hf"
-    for bundled in hub.BUNDLED.values():
-        hub.install_bundled(bundled, hf_home / "hub")
+    hf_home = bundled_home(work)
     corpus_dir = work / "corpus"
     corpus = build_corpus(corpus_dir)
     results: dict = {"corpus": {"clips": len(corpus), "seconds": round(sum(

@@ -33,8 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.run import percentile
-from open_stt_server import hub
+from benchmarks.run import bundled_home, percentile
 from tests.conftest import SAMPLES, start_server, wer
 from tests.conversations import LINES, Conversation, meeting
 from tests.realtime_client import open_session, pcm16, silence, transcription_session
@@ -266,9 +265,7 @@ def main() -> None:
     )
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    home = tmp / "hf_home"
-    for bundled in hub.BUNDLED.values():
-        hub.install_bundled(bundled, home / "hub")
+    home = bundled_home(tmp)
     talk = meeting(lines=LINES[: args.lines], gap_s=1.0, rounds=args.rounds)
     loaded = args.models + [m for m in [args.session_model] if m and m not in args.models]
     server = start_server(home, tmp, "--model", ",".join(loaded))

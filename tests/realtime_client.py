@@ -88,3 +88,20 @@ async def open_session(server: Server, query: str = "intent=transcription", **kw
 
 def transcription_session(**audio_input) -> dict:
     return {"type": "transcription", "audio": {"input": audio_input}}
+
+
+async def partials_turn(server: Server, model: str, audio: np.ndarray) -> tuple[Session, dict]:
+    """One turn with live partials (`delay: minimal`): the speech at real-time pace (100 ms every 100 ms), then the
+    silence that ends the turn only once a word has come back — the test depends on event order, not on how fast
+    the machine decodes. The session's events and the turn's `completed` event."""
+    s = await open_session(server)
+    await s.send(
+        "session.update", session=transcription_session(transcription={"model": model, "delay": "minimal"})
+    )
+    await s.next("session.updated")
+    await s.append(pcm16(audio), pace_s=0.1)
+    await s.next("conversation.item.input_audio_transcription.delta", timeout=120)
+    await s.append(pcm16(silence(1.2)))
+    done = await s.next("conversation.item.input_audio_transcription.completed")
+    await s.ws.close()
+    return s, done

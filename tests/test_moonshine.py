@@ -27,7 +27,7 @@ from tests.conftest import (
     start_server,
     wer,
 )
-from tests.realtime_client import open_session, pcm16, silence, transcription_session
+from tests.realtime_client import partials_turn
 
 ENGLISH = ("counting", "hello_world", "quick_brown_fox")
 
@@ -181,19 +181,7 @@ def test_realtime_session_with_live_partials(moonshine):
     line = "Please remind me to water the plants in the garden tomorrow morning before work."
     audio = espeak(line, "en-us")
 
-    async def scenario():
-        s = await open_session(server)
-        await s.send("session.update", session=transcription_session(
-            transcription={"model": "moonshine-tiny", "delay": "minimal"}))  # fmt: skip
-        await s.next("session.updated")
-        await s.append(pcm16(audio), pace_s=0.1)
-        await s.next("conversation.item.input_audio_transcription.delta", timeout=120)
-        await s.append(pcm16(silence(1.2)))
-        done = await s.next("conversation.item.input_audio_transcription.completed")
-        await s.ws.close()
-        return s, done
-
-    s, done = asyncio.run(scenario())
+    s, done = asyncio.run(partials_turn(server, "moonshine-tiny", audio))
     kinds = [e["type"] for e in s.events]
     first_delta = kinds.index("conversation.item.input_audio_transcription.delta")
     assert first_delta < kinds.index("input_audio_buffer.speech_stopped"), "no words before the end of speech"

@@ -16,7 +16,15 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from open_stt_server.realtime.audio import InputAudio, InputFormat
 from tests.conftest import Server, metric, needs_espeak, needs_ffmpeg, start_server, wer
 from tests.conversations import VOICES, Conversation, build, espeak, meeting
-from tests.realtime_client import g711, open_session, pcm16, silence, transcription_session, url
+from tests.realtime_client import (
+    g711,
+    open_session,
+    partials_turn,
+    pcm16,
+    silence,
+    transcription_session,
+    url,
+)
 
 pytestmark = needs_espeak
 TINY = transcription_session(transcription={"model": "whisper-tiny.en"})
@@ -384,21 +392,7 @@ def test_live_partials_arrive_while_speaking_and_join_to_the_transcript(server: 
     turn = talk.turns[2]
     audio = talk.samples[int(turn.start * 16000) : int(turn.end * 16000)]
 
-    async def scenario():
-        s = await open_session(server)
-        await s.send("session.update", session=transcription_session(
-            transcription={"model": "whisper-tiny.en", "delay": "minimal"}))  # fmt: skip
-        await s.next("session.updated")
-        # the speech at real-time pace (100 ms every 100 ms); the silence that ends the turn only once a word has
-        # come back, so the test depends on event order, not on how fast this machine decodes
-        await s.append(pcm16(audio), pace_s=0.1)
-        await s.next("conversation.item.input_audio_transcription.delta", timeout=120)
-        await s.append(pcm16(silence(1.2)))
-        done = await s.next("conversation.item.input_audio_transcription.completed")
-        await s.ws.close()
-        return s, done
-
-    s, done = run(scenario())
+    s, done = run(partials_turn(server, "whisper-tiny.en", audio))
     item = done["item_id"]
     deltas = [e for e in s.of("conversation.item.input_audio_transcription.delta") if e["item_id"] == item]
     kinds = [e["type"] for e in s.events]

@@ -167,15 +167,20 @@ def _language(form: FormData, task: Task, queue: TranscriptionQueue) -> str | No
     return language
 
 
+def _listed(form: FormData, name: str, unknown: str) -> list[str]:
+    """A list field's values, each one of those its form-table entry allows (`unknown` names the one that is not)."""
+    values = fields(form, name)
+    for value in values:
+        if value not in FIELD[name].schema["items"]["enum"]:
+            raise bad_request(unknown.format(value), name)
+    return values
+
+
 def _words(form: FormData, queue: TranscriptionQueue, response_format: str) -> bool:
     """Whether word timestamps are asked for (timestamp_granularities)."""
-    granularities = fields(form, "timestamp_granularities")
-    for g in granularities:
-        if g not in FIELD["timestamp_granularities"].schema["items"]["enum"]:
-            raise bad_request(
-                f"Unknown timestamp granularity '{g}'; use 'segment' and/or 'word'.",
-                "timestamp_granularities",
-            )
+    granularities = _listed(
+        form, "timestamp_granularities", "Unknown timestamp granularity '{}'; use 'segment' and/or 'word'."
+    )
     words = "word" in granularities
     if granularities and response_format != "verbose_json":
         raise bad_request(
@@ -191,10 +196,7 @@ def _words(form: FormData, queue: TranscriptionQueue, response_format: str) -> b
 
 
 def _logprobs(form: FormData, queue: TranscriptionQueue, response_format: str) -> bool:
-    include = fields(form, "include")
-    for item in include:
-        if item not in FIELD["include"].schema["items"]["enum"]:
-            raise bad_request(f"Unknown include value '{item}'; only 'logprobs' is supported.", "include")
+    include = _listed(form, "include", "Unknown include value '{}'; only 'logprobs' is supported.")
     logprobs = "logprobs" in include
     if logprobs and not queue.engine.supports_word_timestamps:
         raise bad_request(
