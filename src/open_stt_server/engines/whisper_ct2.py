@@ -26,7 +26,6 @@ from open_stt_server.transcript import Segment, TranscribeOptions, Word
 
 log = logging.getLogger(__name__)
 
-WINDOW_S = 30.0  # Whisper's receptive field
 EARLY_TEXT_S = 10.0  # long audio, streamed: about this much is decoded on its own first, so text starts early
 EARLY_PAUSE_MS = 200  # ... and cut at a pause at least this long
 ENCODINGS_KEPT = 8  # encoder outputs of language detection waiting for their window's decode
@@ -114,13 +113,12 @@ class WhisperEngine:
         self.compute_type = compute_type
         self.english_only = not self.model.model.is_multilingual
         self.supports_translation = not self.english_only
-        self.batched = BatchedInferencePipeline(self.model)
         self.batched_enabled = settings.batched_long_audio
         self.batched_min_seconds = settings.batched_min_seconds
         self.batch_size = settings.batch_size
 
     def close(self) -> None:
-        del self.batched, self.model
+        del self.model
 
     # -- decoding -------------------------------------------------------------------------------------
 
@@ -202,10 +200,8 @@ class WhisperEngine:
 
         def segments() -> Iterator[Segment]:
             next_id = 0
-            for (
-                start,
-                end,
-            ) in parts:  # a part is decoded once the one before it is: it takes that one's language
+            # a part is decoded once the one before it is: it takes that one's language
+            for start, end in parts:
                 language = decoding.language or None
                 pipeline, decoded = self._packed(samples[start:end], options, language)
                 for segment in split_segments(
