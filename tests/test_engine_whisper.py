@@ -117,3 +117,15 @@ def test_batched_path_says_what_the_batched_pipeline_says(
             segment.words and segment.start <= segment.words[0].start and segment.words[-1].end <= segment.end
         )
     assert all(a.start <= b.start for a, b in itertools.pairwise(segments))
+
+    # Text only (`json`, `text`): no word alignment is paid for; a segment is one of the pipeline's chunks.
+    def no_alignment(*args, **kwargs):
+        raise AssertionError("the text-only path aligned words")
+
+    monkeypatch.setattr(engine.model, "add_word_timestamps", no_alignment)
+    plain = engine.start(samples, TranscribeOptions(segment_times=False))
+    chunks = list(plain.segments)
+    assert plain.language == lang
+    assert " ".join(s.text.strip() for s in chunks) == " ".join(s.text.strip() for s in theirs)
+    assert len(chunks) == len(theirs) and all(s.words is None for s in chunks)
+    assert [(s.start, s.end) for s in chunks] == [(round(s.start, 3), round(s.end, 3)) for s in theirs]

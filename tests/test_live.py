@@ -100,6 +100,47 @@ def test_manual_commit_of_a_burst_decodes_once(queue, speech: np.ndarray):
     assert wer(SENTENCE, final.text) <= 0.2, final.text
 
 
+@needs_espeak
+def test_a_burst_is_not_listened_to_yet_all_of_it_is_decoded(queue, speech: np.ndarray, monkeypatch):
+    """Audio sent faster than it is spoken gets no live passes, so the stream's VAD skips it (a recording sent at
+    once costs no VAD work ahead of its decode); what follows at speaking pace is heard at its true offsets, and
+    the final transcript still covers the burst."""
+    from open_stt_server.live.vad import SileroStream
+
+    listened = [0]
+    feed_vad = SileroStream.feed
+
+    def counting(self: SileroStream, samples: np.ndarray) -> np.ndarray:
+        listened[0] += len(samples)
+        return feed_vad(self, samples)
+
+    monkeypatch.setattr(SileroStream, "feed", counting)
+    half = len(speech) // 2
+
+    async def scenario() -> tuple[list, int, bool]:
+        events: list = []
+        stream = SpeechStream(queue, LiveOptions(vad=None, partials=True), events.append)
+        await feed(stream, speech[:half], paced=False)
+        in_burst = listened[0]
+        await asyncio.sleep(1.1)  # the pace window forgets the burst
+        await feed(stream, speech[half:], paced=True)
+        aligned = stream.detector.position + len(stream.detector._vad.pending) == stream.position
+        stream.commit()
+        deadline = time.monotonic() + 60
+        while not any(isinstance(e, TurnTranscribed) for e in events) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await stream.close()
+        return events, in_burst, aligned
+
+    events, in_burst, aligned = asyncio.run(scenario())
+    assert in_burst < half / 2  # only the first chunks, before the pace tells a burst
+    assert listened[0] - in_burst >= len(speech) - half - 512  # the paced half was heard
+    assert aligned  # ... at its true offsets
+    final = next(e for e in events if isinstance(e, TurnTranscribed))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == final.text
+    assert wer(SENTENCE, final.text) <= 0.2, final.text
+
+
 def test_too_little_audio_cannot_be_committed(queue):
     async def scenario():
         stream = SpeechStream(queue, LiveOptions(vad=None), lambda e: None)

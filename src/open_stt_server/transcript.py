@@ -52,6 +52,9 @@ class TranscribeOptions:
     batched: bool | None = None
     fallback: bool = True  # temperature 0 retries hotter on a bad decode; off for quick speculative passes
     early_text: bool = False  # the client streams: text early is worth a little total time (long files)
+    # The caller reads segments' times (verbose_json, subtitles, speakers): long audio is then cut into
+    # sentence-sized segments at word times; without it only the text is read, and no word alignment is paid for.
+    segment_times: bool = True
 
     @property
     def temperatures(self) -> tuple[float, ...]:

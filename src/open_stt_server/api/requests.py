@@ -95,6 +95,7 @@ async def _validate(request: Request, form: FormData, task: Task) -> AudioReques
         vad_speech_pad_ms=int(vad_options.get("prefix_padding_ms", 400)),
         batched=boolean(form, "batched"),
         early_text=stream,
+        segment_times=words or logprobs or response_format not in ("json", "text"),
     )
     data = await upload.read()
     if len(data) > settings.max_upload_bytes:

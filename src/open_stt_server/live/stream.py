@@ -147,7 +147,9 @@ class SpeechStream:
     def _append_manual(self, samples: np.ndarray) -> None:
         if self.open is None:
             self.open = OpenTurn(self.new_turn_id(), self.audio.start)
-        if any(isinstance(e, VoiceStarted) for e in self.detector.feed(samples)) or self.detector.speaking:
+        if self.pace.bursting:  # sent faster than spoken: no live pass will run, so nothing needs to listen
+            self.detector.skip(len(samples))
+        elif any(isinstance(e, VoiceStarted) for e in self.detector.feed(samples)) or self.detector.speaking:
             self.heard_speech = True
         if len(self.audio) > self.options.max_buffer_s * SAMPLE_RATE:
             self.emit(BufferFull(self.options.max_buffer_s))

@@ -28,6 +28,11 @@ class SileroStream:
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
 
+    @property
+    def pending(self) -> np.ndarray:
+        """Samples fed that do not yet fill a window."""
+        return self._pending
+
     def feed(self, samples: np.ndarray) -> np.ndarray:
         """Speech probability of every whole 32 ms window completed by `samples` (16 kHz float32)."""
         audio = np.concatenate([self._pending, samples.astype(np.float32)])
@@ -118,6 +123,14 @@ class TurnDetector:
     def silence_start(self) -> int | None:
         """Inside a turn, where the silence that may end it began; None while speech goes on."""
         return self._silence_start if self.speaking else None
+
+    def skip(self, count: int) -> None:
+        """Let `count` more samples pass unheard: they count as speech (where the speech ends is then the end of
+        what passed), and listening starts afresh after them."""
+        self.position += len(self._vad.pending) + count
+        self._vad = SileroStream()
+        self._candidate = self._silence_start = None
+        self.speech_end = self.position
 
     def restart(self, at: int) -> None:
         """A turn was cut at `at` (a commit while speaking): speech that goes on is a new turn from there."""
