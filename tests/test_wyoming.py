@@ -8,6 +8,7 @@ import asyncio
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -400,3 +401,59 @@ def test_endpointing_limits_and_the_api_key_warning(hf_home: Path, tmp_path: Pat
         assert second.error is not None and second.error.code == "session_limit_reached"
     finally:
         server.stop()
+
+
+def _mdns_reaches_this_machine() -> bool:
+    """A service announced here can be looked up here: multicast DNS works on this machine's interfaces."""
+    from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+    async def probe() -> bool:
+        announcer, asker = AsyncZeroconf(), AsyncZeroconf()
+        name = f"probe-{uuid.uuid4().hex[:8]}._probe._tcp.local."
+        info = AsyncServiceInfo("_probe._tcp.local.", name, addresses=[socket.inet_aton(HOST)], port=9)
+        try:
+            await announcer.async_register_service(info)
+            return await AsyncServiceInfo("_probe._tcp.local.", name).async_request(asker.zeroconf, 3000)
+        finally:
+            await announcer.async_close()
+            await asker.async_close()
+
+    try:
+        return run(probe())
+    except OSError:
+        return False
+
+
+def test_zeroconf_announces_the_port_home_assistant_discovers(hf_home: Path, tmp_path: Path):
+    """--wyoming-zeroconf NAME: the `_wyoming._tcp` service Home Assistant's discovery looks for, at the
+    listener's address and port (a Wyoming `describe` there answers), and withdrawn when the server stops."""
+    from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+    if not _mdns_reaches_this_machine():
+        pytest.skip("multicast DNS does not reach this machine's own sockets")
+    name = f"open-stt-test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    server = start_server(hf_home, tmp_path, "--model", "whisper-tiny.en", "--wyoming-port", str(port),
+                          "--wyoming-host", HOST, "--wyoming-zeroconf", name)  # fmt: skip
+
+    async def look_up() -> AsyncServiceInfo | None:
+        asker = AsyncZeroconf()
+        try:
+            info = AsyncServiceInfo("_wyoming._tcp.local.", f"{name}._wyoming._tcp.local.")
+            return info if await info.async_request(asker.zeroconf, 3000) else None
+        finally:
+            await asker.async_close()
+
+    try:
+        found = run(look_up())
+        assert found is not None and found.port == port and found.parsed_addresses() == [HOST]
+
+        async def describe() -> Info:
+            async with AsyncTcpClient(found.parsed_addresses()[0], found.port) as client:
+                await client.write_event(Describe().event())
+                return Info.from_event(await client.read_event())
+
+        assert [m.name for m in run(describe()).asr[0].models] == ["whisper-tiny.en"]
+    finally:
+        server.stop()
+    assert run(look_up()) is None  # withdrawn

@@ -234,6 +234,15 @@ FLAGS: tuple[Flag, ...] = (
         "stream words (transcript-chunk) while a speaker talks",
     ),
     _f(
+        "--wyoming-zeroconf",
+        "wyoming_zeroconf",
+        str,
+        "announce the Wyoming port on the local network (mDNS _wyoming._tcp) under this name, for Home "
+        "Assistant's discovery; empty = off",
+        default="off",
+        blank_is_none=True,
+    ),
+    _f(
         "--wyoming-idle-timeout",
         "wyoming_idle_timeout_s",
         float,

@@ -50,6 +50,7 @@ class Settings:
     wyoming_endpointing: bool = False  # the server ends an utterance when the speaker stops
     wyoming_partials: bool = True  # transcript-chunks while the speaker talks
     wyoming_idle_timeout_s: float = 60.0
+    wyoming_zeroconf: str | None = None  # announce the port by mDNS under this name; None = off
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
 

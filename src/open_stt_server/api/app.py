@@ -24,7 +24,7 @@ from open_stt_server.metrics import Metrics
 from open_stt_server.scheduler import ModelQueue, ServedModels, TranscriptionQueue
 from open_stt_server.settings import Settings
 from open_stt_server.wyoming.door import WyomingDoor
-from open_stt_server.wyoming.server import WyomingListener
+from open_stt_server.wyoming.server import AnnouncementFailed, WyomingListener
 
 log = logging.getLogger("open_stt_server")
 
@@ -121,9 +121,13 @@ async def open_wyoming(
     if not settings.wyoming_port:
         return None
     door = WyomingDoor(settings, served, live_streams, metrics)
-    listener = WyomingListener(door)
+    listener = WyomingListener(door, settings.wyoming_zeroconf)
     try:
         await listener.start()
+    except AnnouncementFailed as exc:
+        raise StartupError(
+            f"--wyoming-zeroconf {settings.wyoming_zeroconf!r}: cannot announce the port ({exc})"
+        ) from None
     except OSError as exc:
         raise StartupError(
             f"--wyoming-port {settings.wyoming_port}: cannot listen on {door.host}:{door.port} ({exc.strerror})"
