@@ -20,8 +20,9 @@ from open_stt_server.live.events import (
     TurnCommitted,
     TurnTranscribed,
 )
-from open_stt_server.live.partials import aligned_prefix, settled, words_in_last, words_of
+from open_stt_server.live.partials import aligned_prefix, confident, settled, words_in_last, words_of
 from open_stt_server.live.stream import BufferTooSmall, LiveOptions, SpeechStream
+from open_stt_server.live.turns import OpenTurn, Pass
 from open_stt_server.scheduler import ModelQueue
 from tests.conftest import needs_espeak, speak, wer, whisper_engine
 
@@ -182,6 +183,37 @@ def test_buffer_and_word_agreement():
     assert words_in_last(words_of("one two three four five six"), 3.0, 1.0) == 2
     assert words_in_last(words_of("one two"), 0.8, 1.0) == 2  # all of a pass shorter than the hold
     assert aligned_prefix(words_of("turn on the"), words_of("Turn on the lights.")) == 3
+
+
+def test_confident_words_settle_sooner(queue):
+    """Passes 0.15 s apart: two passes 1 s apart do not exist yet, so only words the engine is confident of
+    (each ≥ CONFIDENT_WORD, as Moonshine reports) can go, when every pass over the last 0.3 s agrees on them and
+    the earliest of those heard about 0.3 s of speech after them (here: the last two of its four words held)."""
+    passes = [
+        (1.0, " Turn on the kitchen"),
+        (1.15, " Turn on the kitchen lights"),
+        (1.3, " Turn on the kitchen lights"),
+    ]
+
+    def sent(probabilities: tuple[float, ...] | None) -> list[str]:
+        async def scenario() -> list[str]:
+            events: list = []
+            stream = SpeechStream(queue, LiveOptions(vad=None, partials=True), events.append)
+            turn = OpenTurn("turn_test", 0)
+            for seconds, text in passes:
+                words = len(words_of(text))
+                stream._agree(
+                    turn, Pass(int(seconds * 16000), text, "en", probabilities and probabilities[:words])
+                )
+            await stream.close()
+            return [e.text for e in events if isinstance(e, TextDelta)]
+
+        return asyncio.run(scenario())
+
+    assert sent((0.99, 0.95, 0.9, 0.9, 0.9)) == ["Turn on"]
+    assert sent((0.99, 0.5, 0.9, 0.9, 0.9)) == ["Turn"]  # an unsure word stops the run
+    assert sent(None) == []  # no probabilities: the passes 1 s apart rule alone
+    assert confident(4, (0.9, 0.9, 0.1, 0.9), 0, 0.8) == 2 and confident(4, (0.9,) * 4, 3, 0.8) == 4
 
 
 def test_arrival_pace_tells_a_burst_from_speech():

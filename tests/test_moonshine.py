@@ -78,6 +78,24 @@ def test_real_english_speech(moonshine, model: str):
         assert 0 <= segment["start"] < segment["end"] <= body["duration"] + 0.01
 
 
+def test_each_word_comes_with_its_probability(hf_home: Path):
+    """The live core sends a word sooner when the engine is sure of it: Moonshine's segments carry each word's
+    probability (its tokens' product), one per word of the text."""
+    from open_stt_server import catalog, hub
+    from open_stt_server.audio import decode_audio
+    from open_stt_server.engines import load_engine
+    from open_stt_server.settings import Settings
+    from open_stt_server.transcript import TranscribeOptions
+
+    spec = catalog.lookup("moonshine-tiny")
+    engine = load_engine(spec, hub.resolve_weights(spec, download=False), Settings())
+    audio = decode_audio(sample("en", "quick_brown_fox").read_bytes(), 600).samples
+    (segment,) = engine.start(audio, TranscribeOptions()).segments
+    probabilities = segment.word_probabilities
+    assert probabilities is not None and len(probabilities) == len(segment.text.split())
+    assert all(0.0 < p <= 1.0 for p in probabilities) and sum(probabilities) / len(probabilities) > 0.7
+
+
 @pytest.fixture(scope="module")
 def long_file(long_speech: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The long espeak passage with 4 s of silence in the middle: pieces must keep their true times."""

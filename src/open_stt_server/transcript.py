@@ -33,6 +33,9 @@ class Segment:
     compression_ratio: float
     no_speech_prob: float
     words: tuple[Word, ...] | None = None
+    # The probability of each word of `text` (as split at spaces), where the engine knows it without word times
+    # (Moonshine): live partials may send a confident word sooner.
+    word_probabilities: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)

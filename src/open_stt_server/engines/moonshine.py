@@ -48,6 +48,7 @@ TOKENS_PER_SECOND = 10.0
 MIN_TOKENS = 12
 COMPRESSION_RATIO_LIMIT = 2.4  # Whisper's threshold for "this text repeats itself"
 LOGPROB_LIMIT = -1.0
+WORD_START = "▁"  # the tokenizer's mark on a token that opens a word
 DECODER_START, END_OF_TEXT = 1, 2
 
 
@@ -185,7 +186,19 @@ class MoonshineEngine:
             avg_logprob=round(decoded.avg_logprob, 6),
             compression_ratio=round(ratio, 6),
             no_speech_prob=0.0,
+            word_probabilities=self._word_probabilities(decoded, text),
         )
+
+    def _word_probabilities(self, decoded: _Decoded, text: str) -> tuple[float, ...] | None:
+        """Each word's probability (the product of its tokens'): a token that opens a word starts with the
+        tokenizer's space mark. None when the words so counted are not the text's."""
+        words: list[float] = []
+        for token, logprob in zip(decoded.tokens, decoded.logprobs, strict=False):
+            if self.tokenizer.id_to_token(token).startswith(WORD_START) or not words:
+                words.append(logprob)
+            else:
+                words[-1] += logprob
+        return tuple(math.exp(w) for w in words) if len(words) == len(text.split()) else None
 
     def _encode(self, audio: np.ndarray) -> np.ndarray:
         feed = {"input_values": audio[np.newaxis].astype(np.float32, copy=False)}

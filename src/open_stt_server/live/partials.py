@@ -17,22 +17,38 @@ def normal(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
 
 
-def settled(previous: list[str], latest: list[str], sent: list[str], held: int = 1) -> list[str]:
-    """The words of `latest` to send now: those it and the `previous` pass agree on, past the ones already `sent`,
-    less the `held` last words of the previous pass (and never the newest word of the latest one): a word the end
-    of the audio cut off, or heard with too little after it, is often wrong the same way in two passes. Nothing
-    when the latest pass no longer agrees with what was sent: words sent are never retracted, so the final
-    transcript reconciles them."""
+def agreement(previous: list[str], latest: list[str], held: int = 1) -> int:
+    """How many of `latest`'s first words the `previous` pass agrees on, less the `held` last words of the
+    previous pass and never the newest word of the latest one: a word the end of the audio cut off, or heard with
+    too little after it, is often wrong the same way in two passes."""
     agreed = 0
     for before, now in zip(previous, latest, strict=False):
         if normal(before) != normal(now) or not normal(now):
             break
         agreed += 1
-    agreed = min(agreed, len(previous) - held, len(latest) - 1)
+    return max(0, min(agreed, len(previous) - held, len(latest) - 1))
+
+
+def to_send(agreed: int, latest: list[str], sent: list[str]) -> list[str]:
+    """The words of `latest` to send now: its first `agreed` words, past the ones already `sent`. Nothing when
+    the latest pass no longer agrees with what was sent: words sent are never retracted, so the final
+    transcript reconciles them."""
     matches_sent = all(normal(a) == normal(b) for a, b in zip(sent, latest, strict=False))
-    if agreed > len(sent) and matches_sent:
-        return latest[len(sent) : agreed]
-    return []
+    return latest[len(sent) : agreed] if agreed > len(sent) and matches_sent else []
+
+
+def settled(previous: list[str], latest: list[str], sent: list[str], held: int = 1) -> list[str]:
+    """The words of `latest` to send now: those it and the `previous` pass agree on (`agreement`), past the ones
+    already `sent`."""
+    return to_send(agreement(previous, latest, held), latest, sent)
+
+
+def confident(agreed: int, probabilities: tuple[float, ...], start: int, floor: float) -> int:
+    """How far, from word `start`, the first `agreed` words run with a probability of at least `floor` each."""
+    end = start
+    while end < agreed and probabilities[end] >= floor:
+        end += 1
+    return end
 
 
 def words_in_last(words: list[str], heard_s: float, last_s: float) -> int:

@@ -18,6 +18,7 @@ class Pass:
     covered: int
     text: str
     language: str | None
+    probabilities: tuple[float, ...] | None = None  # of each word of `text`, where the engine gives them
 
 
 @dataclass
