@@ -4,7 +4,8 @@ not given).
 
 - in process: `BatchedInferencePipeline(model).transcribe(audio, batch_size=8, beam_size=5, vad_filter=True)` and
   `WhisperModel.transcribe(audio, beam_size=5)` (sequential), best of two runs each;
-- the server (one request at a time, best of two): plain `json`, and `stream=true` (time to the first
+- the server (one request at a time, best of two), right after the baselines on the same file (the machine's
+  speed drifts over minutes): plain `json`, and `stream=true` (time to the first
   `transcript.text.delta`, total, joined deltas = `done.text`); `verbose_json` segment shape.
 
 Files (espeak-ng, known text, so WER is exact): English in two voices and lengths, and Spanish.
@@ -73,21 +74,30 @@ def best_of_two(call) -> tuple[float, str]:
     return best, text
 
 
-def in_process(path: Path, threads: int) -> dict:
-    from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
+class InProcess:
+    """faster-whisper in this process, called the two ways its users call it."""
 
-    model = WhisperModel(
-        str(weights_dir("whisper-base")), device="cpu", compute_type="int8", cpu_threads=threads
-    )
-    pipeline = BatchedInferencePipeline(model)
-    audio = decode_audio(str(path))
-    batched = best_of_two(
-        lambda: " ".join(
-            s.text for s in pipeline.transcribe(audio, batch_size=8, beam_size=5, vad_filter=True)[0]
+    def __init__(self, threads: int) -> None:
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        self.model = WhisperModel(
+            str(weights_dir("whisper-base")), device="cpu", compute_type="int8", cpu_threads=threads
         )
-    )
-    sequential = best_of_two(lambda: " ".join(s.text for s in model.transcribe(audio, beam_size=5)[0]))
-    return {"batched_pipeline": batched, "sequential": sequential}
+        self.pipeline = BatchedInferencePipeline(self.model)
+
+    def run(self, path: Path) -> dict:
+        from faster_whisper import decode_audio
+
+        audio = decode_audio(str(path))
+        batched = best_of_two(
+            lambda: " ".join(
+                s.text for s in self.pipeline.transcribe(audio, batch_size=8, beam_size=5, vad_filter=True)[0]
+            )
+        )
+        sequential = best_of_two(
+            lambda: " ".join(s.text for s in self.model.transcribe(audio, beam_size=5)[0])
+        )
+        return {"batched_pipeline": batched, "sequential": sequential}
 
 
 def served(url: str, path: Path) -> tuple[float, str]:
@@ -123,11 +133,13 @@ def streamed(url: str, path: Path) -> dict:
 
 
 def shape(url: str, path: Path) -> dict:
+    """verbose_json: its segments (sentence-sized, cut at word times) and its time (it pays for the alignment)."""
+    started = time.perf_counter()
     with open(path, "rb") as fh:
         body = httpx.post(url + "/v1/audio/transcriptions", files={"file": fh},
                           data={"model": "whisper-base", "response_format": "verbose_json"}, timeout=1800).json()  # fmt: skip
     lengths = sorted(s["end"] - s["start"] for s in body["segments"])
-    return {"segments": len(lengths), "longest_s": round(lengths[-1], 2), "median_s": round(lengths[len(lengths) // 2], 2),
+    return {"wall_s": round(time.perf_counter() - started, 2), "segments": len(lengths), "longest_s": round(lengths[-1], 2), "median_s": round(lengths[len(lengths) // 2], 2),
             "language": body["language"]}  # fmt: skip
 
 
@@ -140,15 +152,14 @@ def main() -> None:
     home = bundled_home(tmp)
     files = [make_file(tmp, spec.split(":")[0], float(spec.split(":")[1])) for spec in args.files]
     out: dict = {}
-    for path, text in files:
-        figures = {"audio_s": round(wav_seconds(path), 1)}
-        for name, (seconds, said) in in_process(path, args.threads).items():
-            figures[name] = {"wall_s": round(seconds, 2), "wer": round(wer(text, said), 4)}
-        out[path.stem] = figures
+    engine = InProcess(args.threads)
     server = start_server(home, tmp, "--model", "whisper-base", "--cpu-threads", str(args.threads))
     try:
-        for path, text in files:
-            figures = out[path.stem]
+        for path, text in files:  # each file's baselines and the server back to back: the machine drifts
+            figures = {"audio_s": round(wav_seconds(path), 1)}
+            for name, (seconds, said) in engine.run(path).items():
+                figures[name] = {"wall_s": round(seconds, 2), "wer": round(wer(text, said), 4)}
+            out[path.stem] = figures
             seconds, said = served(server.url, path)
             figures["server"] = {"wall_s": round(seconds, 2), "wer": round(wer(text, said), 4)}
             figures["server_stream"] = streamed(server.url, path)
@@ -160,6 +171,7 @@ def main() -> None:
                 figures["server"]["wer"] - min(bip["wer"], seq["wer"]), 4
             )
             figures["stream_total_vs_plain"] = round(figures["server_stream"]["total_s"] / seconds, 3)
+            figures["verbose_json_vs_plain"] = round(figures["server_segments"]["wall_s"] / seconds, 3)
             print(path.stem, json.dumps(figures), file=sys.stderr)
     finally:
         server.stop()
