@@ -26,7 +26,8 @@ from open_stt_server.transcript import Segment, TranscribeOptions, Word
 
 log = logging.getLogger(__name__)
 
-EARLY_TEXT_S = 10.0  # long audio, streamed: about this much is decoded on its own first, so text starts early
+EARLY_TEXT_S = 5.0  # long audio, streamed: about this much is decoded on its own first, so text starts early
+# (on 2 CPU cores a piece decoded outside the batches costs about three times its share: keep it short)
 EARLY_PAUSE_MS = 200  # ... and cut at a pause at least this long
 ENCODINGS_KEPT = 8  # encoder outputs of language detection waiting for their window's decode
 UNDETECTED = ""  # the batched path's language until its first batch is decoded
@@ -201,7 +202,7 @@ class WhisperEngine:
         alignment (≈ 8 % of the decode) is not paid for, and a segment is a chunk.
 
         What this path adds: the language is read from the first batch's own encoder output (no separate
-        detection pass), and when the client streams (`early_text`) the first ≈ 10 s, up to a pause, are decoded
+        detection pass), and when the client streams (`early_text`) the first ≈ 5 s, up to a pause, are decoded
         on their own first so that text starts early. Chunks are decoded independently: no conditioning, no
         temperature fallback.
         """
@@ -252,11 +253,11 @@ class WhisperEngine:
 
 
 def _first_pause_after(samples: np.ndarray, options: TranscribeOptions, seconds: float) -> int | None:
-    """The middle of the first pause in speech after `seconds` (and before twice that), as a sample offset; None
-    when the speech goes on without one (or the audio is too short to be worth a first piece)."""
+    """The middle of the first pause in speech after `seconds` (and before three times that), as a sample offset;
+    None when the speech goes on without one (or the audio is too short to be worth a first piece)."""
     if len(samples) < 4 * seconds * SAMPLE_RATE:
         return None
-    head = samples[: int(2 * seconds * SAMPLE_RATE)]
+    head = samples[: int(3 * seconds * SAMPLE_RATE)]
     regions = speech_regions(
         head, replace(options, vad_min_silence_ms=EARLY_PAUSE_MS, vad_speech_pad_ms=100), 30.0
     )
