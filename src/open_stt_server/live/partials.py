@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+SAMPLE_RATE = 16_000
 
 
 def words_of(text: str) -> list[str]:
@@ -71,3 +76,59 @@ def aligned_prefix(sent: list[str] | tuple[str, ...], final: list[str]) -> int:
             row[k] = min(previous[k] + 1, row[k - 1] + 1, previous[k - 1] + (word != b[k - 1]))
     best = min(row)
     return max(k for k, d in enumerate(row) if d == best)
+
+
+class HeardPass(Protocol):
+    """A live pass over an open turn: its text, heard from the turn's start up to `covered` (a sample offset)."""
+
+    @property
+    def covered(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def probabilities(self) -> tuple[float, ...] | None: ...
+
+
+@dataclass(frozen=True)
+class SettleRule:
+    """When a word of a live pass is settled enough to send (it is never retracted). Chosen on replayed passes
+    (`benchmarks/partials_replay.py`): the final transcript with partials stays as accurate as without."""
+
+    apart_s: float = 1.0  # a pass that heard at least this much less audio agrees on the word,
+    after_s: float = 0.5  # ... having heard about this much speech after it
+    # Sooner, where the engine gives each word's probability (Moonshine): a word at least `confident`, agreed
+    # by every pass over the last `quick_apart_s` of audio, the earliest of which heard `quick_after_s` after it.
+    confident: float = 0.8
+    quick_apart_s: float = 0.3
+    quick_after_s: float = 0.3
+
+
+def settled_count(
+    passes: Sequence[HeardPass], start: int, sent: list[str], rule: SettleRule = SettleRule()
+) -> int:
+    """How many of the latest pass's (`passes[-1]`) first words are settled; `start` is the turn's first sample.
+    A word two passes over nearly the same audio agree on, or one near the end of what they heard, is often wrong
+    the same way twice."""
+    latest = passes[-1]
+    words = words_of(latest.text)
+
+    def agreed_with(apart_s: float, after_s: float, every: bool) -> int:
+        earlier = [p for p in passes if p.covered <= latest.covered - apart_s * SAMPLE_RATE]
+        if not earlier:
+            return 0
+        base = earlier[-1]
+        previous = words_of(base.text)
+        held = words_in_last(previous, (base.covered - start) / SAMPLE_RATE, after_s)
+        agreed = agreement(previous, words, held)
+        if every:  # ... and each pass since
+            for later in passes:
+                if base.covered < later.covered < latest.covered:
+                    agreed = min(agreed, agreement(words_of(later.text), words, held=0))
+        return agreed
+
+    count = agreed_with(rule.apart_s, rule.after_s, every=False)
+    probabilities = latest.probabilities
+    if probabilities is not None and len(probabilities) == len(words):
+        quick = agreed_with(rule.quick_apart_s, rule.quick_after_s, every=True)
+        count = max(count, confident(quick, probabilities, len(sent), rule.confident))
+    return count

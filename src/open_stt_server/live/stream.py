@@ -33,14 +33,7 @@ from open_stt_server.live.events import (
     TurnFailed,
     TurnTranscribed,
 )
-from open_stt_server.live.partials import (
-    agreement,
-    aligned_prefix,
-    confident,
-    to_send,
-    words_in_last,
-    words_of,
-)
+from open_stt_server.live.partials import SettleRule, aligned_prefix, settled_count, to_send, words_of
 from open_stt_server.live.turns import CommittedTurn, OpenTurn, Pass
 from open_stt_server.live.vad import TurnDetector, VadSettings, VoiceStarted
 from open_stt_server.scheduler import (
@@ -62,13 +55,7 @@ MIN_CUT_SAMPLES = 10 * SAMPLE_RATE  # ... when that pause is at least this far i
 PROMPT_CHARS = 200
 FIRST_PASS_SPEECH = SAMPLE_RATE * 3 // 10  # live partials: the first pass waits for 0.3 s of speech
 PASS_SLACK_SAMPLES = SAMPLE_RATE // 20
-SETTLE_CONTEXT_SAMPLES = SAMPLE_RATE  # live words: agreed by two passes at least 1 s of audio apart
-SETTLE_AFTER_S = 1.0  # ... and followed by at least this much speech in the earlier of the two
-# Sooner, where the engine gives each word's probability (Moonshine): a word at least this probable, agreed by
-# every pass over the last 0.3 s of audio, the earliest of which heard about 0.3 s of speech after it.
-CONFIDENT_WORD = 0.8
-QUICK_CONTEXT_SAMPLES = SAMPLE_RATE * 3 // 10
-QUICK_AFTER_S = 0.3
+SETTLE = SettleRule()  # when a live word is settled enough to send
 # The final's decode starts after 120 ms of silence (at most half of silence_duration_ms), not at the first quiet
 # window: most gaps between words are shorter.
 ANTICIPATE_AFTER_SAMPLES = SAMPLE_RATE * 12 // 100
@@ -439,47 +426,19 @@ class SpeechStream:
         return result
 
     def _agree(self, turn: OpenTurn, result: Pass) -> None:
-        """Send the words this pass agrees on with one that heard at least SETTLE_CONTEXT_SAMPLES less, and that
-        the earlier pass already heard SETTLE_AFTER_S of speech after: a word two passes over nearly the same
-        audio agree on, or one near the end of what they heard, is often wrong the same way twice. A word the
-        engine is confident of (CONFIDENT_WORD) needs less: every pass over the last QUICK_CONTEXT_SAMPLES agreeing
-        on it, QUICK_AFTER_S after it."""
+        """Send the words of this pass that are settled (`SETTLE`), past those already sent."""
         turn.passes.append(result)
         latest = words_of(result.text)
-        agreed = self._agreement(turn, result, latest, SETTLE_CONTEXT_SAMPLES, SETTLE_AFTER_S)
-        if result.probabilities is not None:
-            quick = self._agreement(turn, result, latest, QUICK_CONTEXT_SAMPLES, QUICK_AFTER_S, every=True)
-            agreed = max(agreed, confident(quick, result.probabilities, len(turn.sent), CONFIDENT_WORD))
-        compared = [p for p in turn.passes if p.covered <= result.covered - SETTLE_CONTEXT_SAMPLES]
+        new = to_send(settled_count(turn.passes, turn.start, turn.sent, SETTLE), latest, turn.sent)
+        compared = [p for p in turn.passes if p.covered <= result.covered - SETTLE.apart_s * SAMPLE_RATE]
         if compared:
             del turn.passes[: len(compared) - 1]  # older ones are never compared again
-        new = to_send(agreed, latest, turn.sent)
         if new:
             piece = "".join(new)
             if not turn.sent:
                 piece = piece.lstrip()
             turn.sent.extend(new)
             self.emit(TextDelta(turn.id, piece))
-
-    @staticmethod
-    def _agreement(
-        turn: OpenTurn, result: Pass, latest: list[str], apart: int, after_s: float, every: bool = False
-    ) -> int:
-        """How many of `latest`'s first words the last pass that heard at least `apart` samples less agrees on
-        (less the words it heard in its last `after_s` of speech) and, with `every`, each pass since."""
-        earlier = [p for p in turn.passes if p.covered <= result.covered - apart]
-        if not earlier:
-            return 0
-        base = earlier[-1]
-        previous = words_of(base.text)
-        agreed = agreement(
-            previous, latest, words_in_last(previous, (base.covered - turn.start) / SAMPLE_RATE, after_s)
-        )
-        if every:
-            for later in turn.passes:
-                if base.covered < later.covered < result.covered:
-                    agreed = min(agreed, agreement(words_of(later.text), latest, held=0))
-        return agreed
 
 
 def word_probabilities(transcript: Transcript) -> tuple[float, ...] | None:
