@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from open_stt_server.audio import decode_audio
 from open_stt_server.live.audio import ArrivalPace, PcmDecoder, SpeechBuffer
 from open_stt_server.live.events import (
     SpeechStarted,
@@ -24,7 +25,7 @@ from open_stt_server.live.partials import aligned_prefix, confident, settled, wo
 from open_stt_server.live.stream import BufferTooSmall, LiveOptions, SpeechStream
 from open_stt_server.live.turns import OpenTurn, Pass
 from open_stt_server.scheduler import ModelQueue
-from tests.conftest import needs_espeak, speak, wer, whisper_engine
+from tests.conftest import SAMPLES, needs_espeak, speak, wer, whisper_engine
 
 SENTENCE = "Turn on the kitchen lights and open the blinds."
 CHUNK = 320  # 20 ms
@@ -214,6 +215,35 @@ def test_confident_words_settle_sooner(queue):
     assert sent((0.99, 0.5, 0.9, 0.9, 0.9)) == ["Turn"]  # an unsure word stops the run
     assert sent(None) == []  # no probabilities: the passes 1 s apart rule alone
     assert confident(4, (0.9, 0.9, 0.1, 0.9), 0, 0.8) == 2 and confident(4, (0.9,) * 4, 3, 0.8) == 4
+
+
+def test_a_live_pass_has_a_token_budget_and_no_fallback(queue):
+    """Over a word cut off at its end Whisper may loop for 448 tokens (seconds of a worker a turn needs): a live
+    pass decodes at one temperature within a budget, and a pass that looped or was unsure is not clean, so it
+    stands for nothing; the final keeps Whisper's own options."""
+    from open_stt_server.live.stream import pass_token_budget
+    from open_stt_server.transcript import Segment, accepted_at_first_try
+
+    async def options():
+        stream = SpeechStream(queue, LiveOptions(vad=None, partials=True), lambda e: None)
+        live, final = stream._decode_options(0.5), stream._decode_options()
+        await stream.close()
+        return live, final
+
+    live, final = asyncio.run(options())
+    assert live.max_new_tokens == pass_token_budget(0.5) < 30 and live.temperatures == (0.0,)
+    assert final.max_new_tokens is None and len(final.temperatures) > 1
+    counting = decode_audio((SAMPLES / "en" / "counting.wav").read_bytes(), 600).samples
+    segments = list(queue.engine.start(counting[:8192], live).segments)
+    assert sum(len(s.tokens) for s in segments) <= live.max_new_tokens
+
+    def segment(ratio: float, logprob: float, no_speech: float = 0.1) -> Segment:
+        return Segment(0, 0, 0.0, 0.5, " 8, 8, 8", (1, 2), 0.0, logprob, ratio, no_speech)
+
+    assert accepted_at_first_try(segment(1.2, -0.3))
+    assert not accepted_at_first_try(segment(10.1, -0.1))  # "8, 8, 8, ..."
+    assert not accepted_at_first_try(segment(1.2, -1.4))
+    assert accepted_at_first_try(segment(1.2, -1.4, no_speech=0.9))  # silence, as Whisper takes it
 
 
 def test_arrival_pace_tells_a_burst_from_speech():

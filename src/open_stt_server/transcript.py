@@ -55,6 +55,7 @@ class TranscribeOptions:
     batched: bool | None = None
     fallback: bool = True  # temperature 0 retries hotter on a bad decode; off for quick speculative passes
     early_text: bool = False  # the client streams: text early is worth a little total time (long files)
+    max_new_tokens: int | None = None  # a decode stops after this many tokens (a window, for Whisper)
     # The caller reads segments' times (verbose_json, subtitles, speakers): long audio is then cut into
     # sentence-sized segments at word times; without it only the text is read, and no word alignment is paid for.
     segment_times: bool = True
@@ -62,6 +63,18 @@ class TranscribeOptions:
     @property
     def temperatures(self) -> tuple[float, ...]:
         return FALLBACK_TEMPERATURES if self.temperature == 0 and self.fallback else (self.temperature,)
+
+
+COMPRESSION_RATIO_LIMIT = 2.4  # Whisper's own threshold for "this text repeats itself"
+LOGPROB_LIMIT = -1.0  # ... and for "this decode is unsure", unless the window holds no speech
+NO_SPEECH_LIMIT = 0.6
+
+
+def accepted_at_first_try(segment: Segment) -> bool:
+    """The decode that gave `segment` passed Whisper's checks at its first temperature: a decode with temperature
+    fallback would have kept it as it is."""
+    unsure = segment.avg_logprob < LOGPROB_LIMIT and segment.no_speech_prob <= NO_SPEECH_LIMIT
+    return segment.compression_ratio <= COMPRESSION_RATIO_LIMIT and not unsure
 
 
 @dataclass

@@ -33,7 +33,7 @@ from open_stt_server.catalog import ModelSpec
 from open_stt_server.chunking import Piece, is_silent, piece_segments, speech_pieces, speech_regions
 from open_stt_server.engines.engine import MOONSHINE_LANGUAGES, Decoding, EngineUnavailable
 from open_stt_server.settings import Settings
-from open_stt_server.transcript import Segment, TranscribeOptions
+from open_stt_server.transcript import COMPRESSION_RATIO_LIMIT, LOGPROB_LIMIT, Segment, TranscribeOptions
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,6 @@ MIN_PIECE_SAMPLES = SAMPLE_RATE // 10  # the encoder needs some audio; shorter p
 # Fast English speech is about 5 tokens a second (digits and punctuation more); past this budget a decode loops.
 TOKENS_PER_SECOND = 10.0
 MIN_TOKENS = 12
-COMPRESSION_RATIO_LIMIT = 2.4  # Whisper's threshold for "this text repeats itself"
-LOGPROB_LIMIT = -1.0
 WORD_START = "▁"  # the tokenizer's mark on a token that opens a word
 DECODER_START, END_OF_TEXT = 1, 2
 

@@ -156,6 +156,7 @@ class WhisperEngine:
             "initial_prompt": options.prompt or None,
             "hotwords": options.hotwords or None,
             "temperature": list(options.temperatures),
+            "max_new_tokens": options.max_new_tokens,
             "word_timestamps": options.word_timestamps,
             "vad_filter": False,  # we cut speech regions ourselves so that times stay true
         }

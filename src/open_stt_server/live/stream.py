@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from open_stt_server.scheduler import (
     TranscriptionQueue,
 )
 from open_stt_server.transcribe import Transcription
-from open_stt_server.transcript import TranscribeOptions, Transcript, Word
+from open_stt_server.transcript import TranscribeOptions, Transcript, Word, accepted_at_first_try
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ PROMPT_CHARS = 200
 FIRST_PASS_SPEECH = SAMPLE_RATE * 3 // 10  # live partials: the first pass waits for 0.3 s of speech
 PASS_SLACK_SAMPLES = SAMPLE_RATE // 20
 SETTLE = SettleRule()  # when a live word is settled enough to send
+PASS_TOKENS, PASS_TOKENS_PER_SECOND = 16, 12.0  # a live pass's token budget
 # The final's decode starts after 120 ms of silence (at most half of silence_duration_ms), not at the first quiet
 # window: most gaps between words are shorter.
 ANTICIPATE_AFTER_SAMPLES = SAMPLE_RATE * 12 // 100
@@ -255,10 +257,13 @@ class SpeechStream:
         )
         self._turns.put_nowait(committed)
 
-    def _decode_options(self) -> TranscribeOptions:
-        """Every decode of a turn, final or live, uses the same options: any pass that heard the whole turn can
-        be its final transcript. (A greedy pass is not cheaper here: Whisper's encoder always reads a 30 s
-        window, and it costs most of a short decode.)"""
+    def _decode_options(self, live_pass_s: float | None = None) -> TranscribeOptions:
+        """Every decode of a turn, final or live, uses the same options, so that a live pass that heard the whole
+        turn can be its final transcript; a live pass (`live_pass_s`: the audio it hears) also has no temperature
+        fallback and a token budget: over a word cut off at its end Whisper may loop ("8, 8, 8, …" for 448 tokens,
+        3.7 s on whisper-base), which would hold a worker the turn needs. Such a pass is not clean (`Pass.clean`)
+        and stands for nothing. (A greedy pass is not cheaper here: Whisper's encoder always reads a 30 s window,
+        and it costs most of a short decode.)"""
         engine = self.queue.engine
         options = self.options
         return TranscribeOptions(
@@ -267,6 +272,8 @@ class SpeechStream:
             hotwords=options.hotwords if engine.supports_prompt else None,
             word_timestamps=engine.supports_word_timestamps and options.word_times,
             batched=False,
+            fallback=live_pass_s is None,
+            max_new_tokens=None if live_pass_s is None else pass_token_budget(live_pass_s),
         )
 
     async def _decode_turns(self) -> None:
@@ -306,6 +313,8 @@ class SpeechStream:
         if ready is None and turn.pending is not None:
             with contextlib.suppress(Exception):
                 ready = await turn.pending
+            if ready is not None and not ready.clean:
+                ready = None  # it looped or was unsure: the final decodes afresh, with fallback
         if ready is not None:
             heard(ready.text)
             language = ready.language or language
@@ -402,7 +411,10 @@ class SpeechStream:
         audio = Audio(samples, len(samples) / SAMPLE_RATE)
         try:
             transcription = await Transcription.start(
-                self.queue, audio, self._decode_options(), priority=Priority.SPECULATIVE
+                self.queue,
+                audio,
+                self._decode_options(len(samples) / SAMPLE_RATE),
+                priority=Priority.SPECULATIVE,
             )
         except (QueueFull, ModelUnavailable):
             turn.partial = None
@@ -413,13 +425,18 @@ class SpeechStream:
         except (EngineFailure, JobCancelled, QueueFull, ModelUnavailable):
             turn.partial = None
             return None
-        result = Pass(end, transcript.text, transcription.job.language, word_probabilities(transcript))
+        budget = pass_token_budget(len(samples) / SAMPLE_RATE) - 2  # the window's own tokens take a few
+        clean = all(accepted_at_first_try(s) for s in transcript.segments) and (
+            sum(len(s.tokens) for s in transcript.segments) < budget
+        )
+        result = Pass(end, transcript.text, transcription.job.language, word_probabilities(transcript), clean)
         log.debug("turn %s: pass over %.2f s heard %r", turn.id, len(samples) / SAMPLE_RATE, result.text)
         if self.open is turn:
             turn.partial = turn.partial_job = None
-            turn.last_pass = result
-            if self.options.partials:
-                self._agree(turn, result)
+            if result.clean:
+                turn.last_pass = result
+                if self.options.partials:
+                    self._agree(turn, result)
             if not self.pace.bursting:
                 self._anticipate()
                 self._maybe_partial()
@@ -439,6 +456,12 @@ class SpeechStream:
                 piece = piece.lstrip()
             turn.sent.extend(new)
             self.emit(TextDelta(turn.id, piece))
+
+
+def pass_token_budget(seconds: float) -> int:
+    """Tokens a live pass over `seconds` of speech may decode: far more than speech needs (fast speech is about
+    5 a second; digits and punctuation more), far fewer than a loop takes."""
+    return PASS_TOKENS + math.ceil(PASS_TOKENS_PER_SECOND * seconds)
 
 
 def word_probabilities(transcript: Transcript) -> tuple[float, ...] | None:

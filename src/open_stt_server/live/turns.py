@@ -19,6 +19,9 @@ class Pass:
     text: str
     language: str | None
     probabilities: tuple[float, ...] | None = None  # of each word of `text`, where the engine gives them
+    # Its decode passed the engine's checks at the first temperature (no repetition, not unsure): it says what
+    # the final decode would, and its words may be compared. A pass that looped, or ran out of tokens, is neither.
+    clean: bool = True
 
 
 @dataclass
