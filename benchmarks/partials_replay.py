@@ -34,10 +34,10 @@ from open_stt_server import catalog, hub
 from open_stt_server.engines import load_engine
 from open_stt_server.live.audio import PcmDecoder
 from open_stt_server.live.partials import SettleRule, aligned_prefix, settled_count, to_send, words_of
-from open_stt_server.live.stream import word_probabilities
+from open_stt_server.live.stream import pass_token_budget, word_probabilities
 from open_stt_server.live.turns import Pass
 from open_stt_server.settings import Settings
-from open_stt_server.transcript import TranscribeOptions, Transcript
+from open_stt_server.transcript import TranscribeOptions, Transcript, accepted_at_first_try
 from tests.conftest import wer
 from tests.conversations import Conversation, meeting
 from tests.realtime_client import pcm16
@@ -77,12 +77,16 @@ def replay_passes(model: str, talk: Conversation, interval_s: float) -> list[Rep
     spec = catalog.lookup(model)
     engine = load_engine(spec, hub.resolve_weights(spec, download=False), Settings(cpu_threads=2))
     audio, _ = PcmDecoder(24_000, 2, 1).decode(pcm16(talk.samples, 24_000))
-    options = TranscribeOptions(language="en", batched=False)
 
-    def decode(samples: np.ndarray) -> tuple[Transcript, float]:
+    def decode(samples: np.ndarray, live: bool = True) -> tuple[Transcript, float]:
+        """As the stream decodes: a live pass at one temperature within its token budget, the final with
+        Whisper's fallback."""
+        seconds = len(samples) / SR
+        options = TranscribeOptions(language="en", batched=False, fallback=not live,
+                                    max_new_tokens=pass_token_budget(seconds) if live else None)  # fmt: skip
         started = time.perf_counter()
         segments = list(engine.start(samples, options).segments)
-        return Transcript("transcribe", "en", len(samples) / SR, segments), time.perf_counter() - started
+        return Transcript("transcribe", "en", seconds, segments), time.perf_counter() - started
 
     turns = []
     for turn in talk.turns:
@@ -93,9 +97,10 @@ def replay_passes(model: str, talk: Conversation, interval_s: float) -> list[Rep
         while at < end:
             heard, took = decode(audio[start:at])
             ready = at + int(took * SR)
-            passes.append((Pass(at, heard.text, "en", word_probabilities(heard)), ready))
+            if all(accepted_at_first_try(s) for s in heard.segments):  # the stream compares clean passes only
+                passes.append((Pass(at, heard.text, "en", word_probabilities(heard)), ready))
             at = max(at + int(interval_s * SR), ready)
-        final, _ = decode(audio[start : min(len(audio), end + int(SILENCE_S * SR))])
+        final, _ = decode(audio[start : min(len(audio), end + int(SILENCE_S * SR))], live=False)
         turns.append(ReplayedTurn(turn.text, onset, start, passes, final.text))
     return turns
 
