@@ -2,7 +2,8 @@
 same CTranslate2 weights directory, the same CPU threads), in one run per model.
 
 - `wyoming-bench` (third-party) against both servers with the audio sent at once (non_streaming): total time,
-  WER; ratio ours ÷ theirs of the median total time;
+  WER; the servers take turns, each order `--at-once-pairs` times; ratio = mean of our median total times ÷ mean
+  of theirs;
 - `wyoming-bench` streaming mode against ours (theirs does not advertise streaming): time to the first chunk;
 - our own client (the `wyoming` library's) at real-time pace with 0.5 s of trailing silence, as Home Assistant sends
   a voice command, against both: the final `transcript` after `audio-stop` (p50), the first `transcript-chunk`
@@ -145,6 +146,9 @@ def main() -> None:
     )
     parser.add_argument("--models", nargs="+", default=["whisper-tiny.en", "whisper-base"])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--at-once-pairs", type=int, default=3, help="at once: both orders, this many times each"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wyoming-bench-"))
@@ -171,22 +175,21 @@ def main() -> None:
         try:
             wait_for_port(theirs_port)
             servers = [f"127.0.0.1:{ours_port}", f"127.0.0.1:{theirs_port}"]
-            at_once = bench(servers, corpus_dir, "non_streaming", args.rounds, ["--trailing-silence", "0"])
-            # the other order too: neither server always runs first on a warm or cold machine
-            again = bench(
-                servers[::-1], corpus_dir, "non_streaming", args.rounds, ["--trailing-silence", "0"]
-            )
+            # the two servers take turns, each order as often (neither always runs first on a warm or cold
+            # machine, and the machine's speed drifts over minutes)
+            runs = [
+                bench(servers[:: 1 if i % 2 == 0 else -1], corpus_dir, "non_streaming", args.rounds,
+                      ["--trailing-silence", "0"])
+                for i in range(2 * args.at_once_pairs)
+            ]  # fmt: skip
             streaming = bench(servers[:1], corpus_dir, "streaming", 2, ["--chunk-delay", "0.064"])
             ours_paced = asyncio.run(paced(ours_port, corpus, model))
             theirs_paced = asyncio.run(paced(theirs_port, corpus, None))
-            ours_total = statistics.mean(
-                [at_once[servers[0]]["total_median_ms"], again[servers[0]]["total_median_ms"]]
-            )
-            theirs_total = statistics.mean([at_once[servers[1]]["total_median_ms"],
-                                             again[servers[1]]["total_median_ms"]])  # fmt: skip
+            ours_total = statistics.mean(run[servers[0]]["total_median_ms"] for run in runs)
+            theirs_total = statistics.mean(run[servers[1]]["total_median_ms"] for run in runs)
             results["models"][model] = {
-                "at_once": {"ours": [at_once[servers[0]], again[servers[0]]],
-                            "theirs": [at_once[servers[1]], again[servers[1]]],
+                "at_once": {"ours": [run[servers[0]] for run in runs],
+                            "theirs": [run[servers[1]] for run in runs],
                             "total_median_ratio_ours_over_theirs": round(ours_total / theirs_total, 3)},
                 "wyoming_bench_streaming_ours": streaming.get(servers[0]),
                 "paced": {"ours": ours_paced, "theirs": theirs_paced,
