@@ -34,10 +34,9 @@ from open_stt_server import catalog, hub
 from open_stt_server.engines import load_engine
 from open_stt_server.live.audio import PcmDecoder
 from open_stt_server.live.partials import SettleRule, aligned_prefix, settled_count, to_send, words_of
-from open_stt_server.live.stream import pass_token_budget, word_probabilities
-from open_stt_server.live.turns import Pass
+from open_stt_server.live.turns import Pass, pass_token_budget
 from open_stt_server.settings import Settings
-from open_stt_server.transcript import TranscribeOptions, Transcript, accepted_at_first_try
+from open_stt_server.transcript import TranscribeOptions, Transcript
 from tests.conftest import wer
 from tests.conversations import Conversation, meeting
 from tests.realtime_client import pcm16
@@ -97,8 +96,9 @@ def replay_passes(model: str, talk: Conversation, interval_s: float) -> list[Rep
         while at < end:
             heard, took = decode(audio[start:at])
             ready = at + int(took * SR)
-            if all(accepted_at_first_try(s) for s in heard.segments):  # the stream compares clean passes only
-                passes.append((Pass(at, heard.text, "en", word_probabilities(heard)), ready))
+            result = Pass.heard(at, heard, "en")
+            if result.clean:  # the stream compares clean passes only
+                passes.append((result, ready))
             at = max(at + int(interval_s * SR), ready)
         final, _ = decode(audio[start : min(len(audio), end + int(SILENCE_S * SR))], live=False)
         turns.append(ReplayedTurn(turn.text, onset, start, passes, final.text))

@@ -221,7 +221,7 @@ def test_a_live_pass_has_a_token_budget_and_no_fallback(queue):
     """Over a word cut off at its end Whisper may loop for 448 tokens (seconds of a worker a turn needs): a live
     pass decodes at one temperature within a budget, and a pass that looped or was unsure is not clean, so it
     stands for nothing; the final keeps Whisper's own options."""
-    from open_stt_server.live.stream import pass_token_budget
+    from open_stt_server.live.turns import pass_token_budget
     from open_stt_server.transcript import Segment, accepted_at_first_try
 
     async def options():

@@ -38,7 +38,7 @@ from open_stt_server.chunking import (
 )
 from open_stt_server.engines.engine import VOXTRAL_LANGUAGES, Decoding, EngineUnavailable
 from open_stt_server.settings import Settings
-from open_stt_server.transcript import Segment, TranscribeOptions
+from open_stt_server.transcript import COMPRESSION_RATIO_LIMIT, LOGPROB_LIMIT, Segment, TranscribeOptions
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,6 @@ PIECE_S = 30.0  # one window of Voxtral's audio encoder
 # margin leaves room for any real transcript and still stops a decoder that loops.
 TOKENS_PER_SECOND = 12.0
 MIN_TOKENS = 32
-# Whisper's thresholds for "this decode looks wrong, try again hotter" (OpenAI's temperature=0 semantics).
-COMPRESSION_RATIO_LIMIT = 2.4
-LOGPROB_LIMIT = -1.0
 UNKNOWN_LANGUAGE = "unknown"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

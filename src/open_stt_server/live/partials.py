@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-SAMPLE_RATE = 16_000
+from open_stt_server.audio import SAMPLE_RATE
 
 
 def words_of(text: str) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from open_stt_server.live.events import (
     TurnTranscribed,
 )
 from open_stt_server.live.partials import SettleRule, aligned_prefix, settled_count, to_send, words_of
-from open_stt_server.live.turns import CommittedTurn, OpenTurn, Pass
+from open_stt_server.live.turns import CommittedTurn, OpenTurn, Pass, pass_token_budget
 from open_stt_server.live.vad import TurnDetector, VadSettings, VoiceStarted
 from open_stt_server.scheduler import (
     EngineFailure,
@@ -46,7 +45,7 @@ from open_stt_server.scheduler import (
     TranscriptionQueue,
 )
 from open_stt_server.transcribe import Transcription
-from open_stt_server.transcript import TranscribeOptions, Transcript, Word, accepted_at_first_try
+from open_stt_server.transcript import TranscribeOptions, Word
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,6 @@ PROMPT_CHARS = 200
 FIRST_PASS_SPEECH = SAMPLE_RATE * 3 // 10  # live partials: the first pass waits for 0.3 s of speech
 PASS_SLACK_SAMPLES = SAMPLE_RATE // 20
 SETTLE = SettleRule()  # when a live word is settled enough to send
-PASS_TOKENS, PASS_TOKENS_PER_SECOND = 16, 12.0  # a live pass's token budget
 # The final's decode starts after 120 ms of silence (at most half of silence_duration_ms), not at the first quiet
 # window: most gaps between words are shorter.
 ANTICIPATE_AFTER_SAMPLES = SAMPLE_RATE * 12 // 100
@@ -425,11 +423,7 @@ class SpeechStream:
         except (EngineFailure, JobCancelled, QueueFull, ModelUnavailable):
             turn.partial = None
             return None
-        budget = pass_token_budget(len(samples) / SAMPLE_RATE) - 2  # the window's own tokens take a few
-        clean = all(accepted_at_first_try(s) for s in transcript.segments) and (
-            sum(len(s.tokens) for s in transcript.segments) < budget
-        )
-        result = Pass(end, transcript.text, transcription.job.language, word_probabilities(transcript), clean)
+        result = Pass.heard(end, transcript, transcription.job.language)
         log.debug("turn %s: pass over %.2f s heard %r", turn.id, len(samples) / SAMPLE_RATE, result.text)
         if self.open is turn:
             turn.partial = turn.partial_job = None
@@ -456,18 +450,3 @@ class SpeechStream:
                 piece = piece.lstrip()
             turn.sent.extend(new)
             self.emit(TextDelta(turn.id, piece))
-
-
-def pass_token_budget(seconds: float) -> int:
-    """Tokens a live pass over `seconds` of speech may decode: far more than speech needs (fast speech is about
-    5 a second; digits and punctuation more), far fewer than a loop takes."""
-    return PASS_TOKENS + math.ceil(PASS_TOKENS_PER_SECOND * seconds)
-
-
-def word_probabilities(transcript: Transcript) -> tuple[float, ...] | None:
-    """Each word's probability in a pass, where its engine gave them for every segment (and they are its words)."""
-    parts = [s.word_probabilities for s in transcript.segments]
-    if not parts or any(p is None for p in parts):
-        return None
-    flat = tuple(p for part in parts for p in part or ())
-    return flat if len(flat) == len(words_of(transcript.text)) else None

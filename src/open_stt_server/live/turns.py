@@ -4,11 +4,22 @@ final transcript. Offsets are samples at 16 kHz from the start of the stream."""
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from open_stt_server.live.partials import words_of
 from open_stt_server.scheduler import TranscriptionJob
+from open_stt_server.transcript import Transcript, accepted_at_first_try
+
+PASS_TOKENS, PASS_TOKENS_PER_SECOND = 16, 12.0  # a live pass's token budget
+
+
+def pass_token_budget(seconds: float) -> int:
+    """Tokens a live pass over `seconds` of speech may decode: far more than speech needs (fast speech is about
+    5 a second; digits and punctuation more), far fewer than a loop takes."""
+    return PASS_TOKENS + math.ceil(PASS_TOKENS_PER_SECOND * seconds)
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,24 @@ class Pass:
     # Its decode passed the engine's checks at the first temperature (no repetition, not unsure): it says what
     # the final decode would, and its words may be compared. A pass that looped, or ran out of tokens, is neither.
     clean: bool = True
+
+    @classmethod
+    def heard(cls, covered: int, transcript: Transcript, language: str | None) -> Pass:
+        """The pass a live decode of `transcript.duration` seconds (within its token budget) gave."""
+        budget = pass_token_budget(transcript.duration) - 2  # the window's own tokens take a few
+        clean = all(accepted_at_first_try(s) for s in transcript.segments) and (
+            sum(len(s.tokens) for s in transcript.segments) < budget
+        )
+        return cls(covered, transcript.text, language, word_probabilities(transcript), clean)
+
+
+def word_probabilities(transcript: Transcript) -> tuple[float, ...] | None:
+    """Each word's probability in a pass, where its engine gave them for every segment (and they are its words)."""
+    parts = [s.word_probabilities for s in transcript.segments]
+    if not parts or any(p is None for p in parts):
+        return None
+    flat = tuple(p for part in parts for p in part or ())
+    return flat if len(flat) == len(words_of(transcript.text)) else None
 
 
 @dataclass
