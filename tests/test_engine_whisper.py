@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +43,18 @@ def audio(path: Path) -> np.ndarray:
     return decode_audio(path.read_bytes(), 3600).samples
 
 
+def encoder_runs(engine) -> int:
+    """Encoder passes of the model and of its one-thread decoders beside it (CPU, two cores or more)."""
+    return engine.model.encoder_runs + (engine.decoders.model.encoder_runs if engine.decoders else 0)
+
+
 @pytest.mark.parametrize("clip", CLIPS, ids=["/".join(c) for c in CLIPS])
 def test_language_detection_shares_the_first_encoder_pass(engine, usual, clip) -> None:
     samples = audio(sample(*clip))
-    before = engine.model.encoder_runs
+    before = encoder_runs(engine)
     decoding = engine.start(samples, TranscribeOptions())
     text = "".join(s.text for s in decoding.segments)
-    assert engine.model.encoder_runs - before == 1  # a short clip is one window
+    assert encoder_runs(engine) - before == 1  # a short clip is one window
 
     usual.encoder_runs = 0
     segments, info = usual.transcribe(samples)  # no language: faster-whisper's own detection
@@ -60,9 +66,9 @@ def test_language_detection_shares_the_first_encoder_pass(engine, usual, clip) -
 def test_multi_window_file_encodes_each_window_once(engine, usual, long_speech) -> None:
     samples = audio(long_speech)
     options = TranscribeOptions(batched=False)
-    before = engine.model.encoder_runs
+    before = encoder_runs(engine)
     text = "".join(s.text for s in engine.start(samples, options).segments)
-    ours = engine.model.encoder_runs - before
+    ours = encoder_runs(engine) - before
 
     usual.encoder_runs = 0
     segments, _ = usual.transcribe(samples)
@@ -73,11 +79,11 @@ def test_multi_window_file_encodes_each_window_once(engine, usual, long_speech) 
 def test_vad_path_detects_the_language_in_its_first_decode(engine) -> None:
     samples = audio(sample("fr", "bonjour_monde"))
     padded = np.concatenate([np.zeros(16000 * 3, np.float32), samples, np.zeros(16000 * 3, np.float32)])
-    before = engine.model.encoder_runs
+    before = encoder_runs(engine)
     decoding = engine.start(padded, TranscribeOptions(vad_filter=True))
     segments = list(decoding.segments)
     assert decoding.language == "fr" and segments and segments[0].start >= 2.0
-    assert engine.model.encoder_runs - before == 1
+    assert encoder_runs(engine) - before == 1
 
 
 @pytest.mark.parametrize("lang", ["en", "es"])
@@ -96,10 +102,10 @@ def test_batched_path_says_what_the_batched_pipeline_says(
         clips = [audio(p) for p in sorted((sample("es", "x").parent).glob("*.wav"))]
         pause = np.zeros(16000, np.float32)
         samples = np.concatenate([part for clip in clips for part in (pause, clip)])
-    before = engine.model.encoder_runs
+    before = encoder_runs(engine)
     decoding = engine.start(samples, TranscribeOptions(word_timestamps=True))
     segments = list(decoding.segments)
-    ours = engine.model.encoder_runs - before
+    ours = encoder_runs(engine) - before
 
     usual.encoder_runs = 0
     theirs, info = BatchedInferencePipeline(usual).transcribe(
@@ -108,7 +114,9 @@ def test_batched_path_says_what_the_batched_pipeline_says(
     theirs = list(theirs)
     assert decoding.language == info.language == lang
     assert " ".join(s.text.strip() for s in segments) == " ".join(s.text.strip() for s in theirs)
-    assert ours == usual.encoder_runs - 1 == 1  # one encoder call for the batch; theirs adds the detection
+    # one encoder call for the batch (one per part with decoders beside the model); theirs adds the detection
+    assert usual.encoder_runs - 1 == 1
+    assert ours == (len(engine.decoders.parts(len(theirs))) if engine.decoders else 1)
     duration = len(samples) / 16000
     assert len(segments) > len(theirs) and all(s.end - s.start <= 15.0 for s in segments)
     for segment in segments:
@@ -122,10 +130,37 @@ def test_batched_path_says_what_the_batched_pipeline_says(
     def no_alignment(*args, **kwargs):
         raise AssertionError("the text-only path aligned words")
 
-    monkeypatch.setattr(engine.model, "add_word_timestamps", no_alignment)
+    for model in (engine.model, engine.decoders.model) if engine.decoders else (engine.model,):
+        monkeypatch.setattr(model, "add_word_timestamps", no_alignment)
     plain = engine.start(samples, TranscribeOptions(segment_times=False))
     chunks = list(plain.segments)
     assert plain.language == lang
     assert " ".join(s.text.strip() for s in chunks) == " ".join(s.text.strip() for s in theirs)
     assert len(chunks) == len(theirs) and all(s.words is None for s in chunks)
     assert [(s.start, s.end) for s in chunks] == [(round(s.start, 3), round(s.end, 3)) for s in theirs]
+
+
+@pytest.mark.skipif(
+    (os.cpu_count() or 1) < 2, reason="one-thread decoders are kept beside the model on 2+ cores"
+)
+def test_one_thread_decoders_change_no_word(hf_home, engine, long_speech) -> None:
+    """On CPU the beam search runs on one-thread decoders beside the model, and long audio's batches are split
+    over them (issue 24: on 2 cores a beam search is faster on one thread): the transcripts, segments and word
+    times are those of the model alone."""
+    assert engine.decoders is not None and engine.decoders.count == os.cpu_count()
+    alone = whisper_engine(hf_home, "whisper-base", workers=1, cpu_decoders=0)
+    assert alone.decoders is None
+    clips = [audio(sample(*clip)) for clip in CLIPS]
+    for options in (TranscribeOptions(), TranscribeOptions(word_timestamps=True)):
+        for samples in [*clips, audio(long_speech)]:
+            ours, theirs = engine.start(samples, options), alone.start(samples, options)
+            assert list(ours.segments) == list(theirs.segments)
+            assert ours.language == theirs.language
+    for rows in range(
+        1, 9
+    ):  # a batch's chunks: contiguous parts, one per decoder, sizes a chunk apart at most
+        parts = engine.decoders.parts(rows)
+        assert len(parts) == min(rows, engine.decoders.count)
+        assert parts[0].start == 0 and parts[-1].stop == rows
+        assert all(a.stop == b.start for a, b in itertools.pairwise(parts))
+        assert max(p.stop - p.start for p in parts) - min(p.stop - p.start for p in parts) <= 1

@@ -130,7 +130,15 @@ FLAGS: tuple[Flag, ...] = (
     _f("--max-upload-mb", "max_upload_mb", float, "largest upload accepted"),
     _f("--max-audio-seconds", "max_audio_seconds", float, "longest decoded audio accepted"),
     _f("--workers", "workers", int, "concurrent decodes per model"),
-    _f("--cpu-threads", "cpu_threads", int, "CPU threads per decode, 0 = cores / workers"),
+    _f("--cpu-threads", "cpu_threads", int, "CPU threads per decode, 0 = every core"),
+    _f(
+        "--cpu-decoders",
+        "cpu_decoders",
+        int,
+        "Whisper on CPU: one-thread decoders beside the model (a second copy of the weights) that run every beam "
+        "search and split long files' batches; 0 = none",
+        default="one per core",
+    ),
     _f("--max-queue", "max_queue", int, "requests admitted per model before 429"),
     _f("--request-timeout", "request_timeout_s", float, "seconds before a request is answered 504, 0 = none"),
     _f("--vad-filter", "vad_filter", parse_bool, "server default for voice-activity detection"),
@@ -374,5 +382,5 @@ def validate(s: Settings) -> None:
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together: give both or neither")
     if not 0 <= s.wyoming_port < 65536:
         raise ConfigError(f"--wyoming-port must be between 0 (off) and 65535, got {s.wyoming_port}")
-    if s.cpu_threads < 0 or s.request_timeout_s < 0:
-        raise ConfigError("--cpu-threads and --request-timeout must not be negative")
+    if s.cpu_threads < 0 or s.request_timeout_s < 0 or (s.cpu_decoders or 0) < 0:
+        raise ConfigError("--cpu-threads, --cpu-decoders and --request-timeout must not be negative")

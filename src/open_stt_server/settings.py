@@ -30,6 +30,9 @@ class Settings:
     batched_long_audio: bool = True  # long files take faster-whisper's batched pipeline over VAD chunks
     batched_min_seconds: float = 60.0
     batch_size: int = 8
+    # Whisper on CPU: a second copy of the weights as this many one-thread decoders, for beam searches and the
+    # parts of long files' batches; None = one per core, 0 = none (every decode on cpu_threads)
+    cpu_decoders: int | None = None
     cors_origins: tuple[str, ...] = ()
     playground: bool = True
     shutdown_grace_s: float = 30.0
@@ -62,3 +65,7 @@ class Settings:
         if self.cpu_threads > 0:
             return self.cpu_threads
         return os.cpu_count() or 1
+
+    def decoders(self) -> int:
+        """How many one-thread Whisper decoders to keep beside the model on CPU (0 = none)."""
+        return (os.cpu_count() or 1) if self.cpu_decoders is None else self.cpu_decoders

@@ -45,7 +45,10 @@ class ModelServer:
         # Threads follow the CPUs Ray gave this replica; a replica given no GPU stays on the CPU even on a GPU
         # node (Ray leaves CUDA_VISIBLE_DEVICES alone when num_gpus is 0).
         threads = settings.cpu_threads or max(1, int(cpus // settings.workers))
-        self.settings = replace(settings, cpu_threads=threads, force_cpu=settings.force_cpu or not gpus)
+        decoders = max(1, int(cpus)) if settings.cpu_decoders is None else settings.cpu_decoders
+        self.settings = replace(
+            settings, cpu_threads=threads, cpu_decoders=decoders, force_cpu=settings.force_cpu or not gpus
+        )
         spec = catalog.lookup(model)
         try:
             engine, self.load_s = load_model(spec, self.settings)

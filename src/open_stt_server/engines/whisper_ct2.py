@@ -6,6 +6,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,8 +130,14 @@ class WhisperEngine:
         self.batched_enabled = settings.batched_long_audio
         self.batched_min_seconds = settings.batched_min_seconds
         self.batch_size = settings.batch_size
+        self.decoders: Decoders | None = None
+        if self.device == "cpu" and settings.decoders() > 0 and settings.threads_per_worker() > 1:
+            self.decoders = Decoders(weights, compute_type, settings.decoders())
+            self.model.model = EncoderApart(self.model.model, self.decoders.model.model)
 
     def close(self) -> None:
+        if self.decoders is not None:
+            self.decoders.close()
         del self.model
 
     # -- decoding -------------------------------------------------------------------------------------
@@ -238,7 +245,7 @@ class WhisperEngine:
     ) -> tuple[_LongAudioPipeline, Iterator[FwSegment]]:
         """The batched pipeline over `samples` (language None: learned from the first batch); its segments are
         decoded as they are read."""
-        pipeline = _LongAudioPipeline(self.model, options.task)
+        pipeline = _LongAudioPipeline(self.model, options.task, self.decoders)
         vad = None
         if options.vad_filter:  # the client's VAD settings; else the pipeline's own (160 ms pauses)
             vad = {"threshold": options.vad_threshold, "min_silence_duration_ms": options.vad_min_silence_ms,
@@ -268,35 +275,122 @@ def _first_pause_after(samples: np.ndarray, options: TranscribeOptions, seconds:
     return None
 
 
+class Decoders:
+    """One-thread Whisper decoders beside the model, on CPU: a second copy of the weights.
+
+    CTranslate2 spreads a decode over all its threads op by op. The encoder's large matrix products gain from
+    that; a beam search, made of small ones step after step, does not: on 2 cores a 5-beam search over one
+    window takes about 0.27 s on one thread and 0.4–0.5 s on both. So every beam search runs here (the encoder
+    stays on the model with every core; `EncoderApart`), and a batch of long audio is split into parts that run
+    side by side, one per decoder, encoder and all: on 2 cores, 2 chunks on each core take about two thirds of
+    the time of 4 chunks on both. `count` decoders of one thread each (one per core by default; the weights are
+    shared between them).
+    """
+
+    def __init__(self, weights: Path, compute_type: str, count: int) -> None:
+        self.count = count
+        self.model = OneEncodeWhisperModel(
+            str(weights), device="cpu", compute_type=compute_type,
+            cpu_threads=1, num_workers=count, local_files_only=True,
+        )  # fmt: skip
+        self.pool = ThreadPoolExecutor(count, thread_name_prefix="whisper-decoder")
+
+    def parts(self, rows: int) -> list[slice]:
+        """`rows` chunks split into contiguous parts of near-equal size, one per decoder (at most `count`)."""
+        count = min(self.count, rows)
+        bounds = [rows * i // count for i in range(count + 1)]
+        return [slice(a, b) for a, b in itertools.pairwise(bounds)]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class EncoderApart:
+    """CTranslate2's Whisper as faster-whisper calls it, with the encoder on `encoder` (every core) and the
+    rest — beam search, language detection, word alignment — on the one-thread `decoder` (`Decoders`). The
+    decoder takes the encoder's output as it is; the text is the same."""
+
+    def __init__(self, encoder: ctranslate2.models.Whisper, decoder: ctranslate2.models.Whisper) -> None:
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, features: ctranslate2.StorageView, to_cpu: bool = False) -> ctranslate2.StorageView:
+        return self.encoder.encode(features, to_cpu=to_cpu)
+
+    def generate(self, *args, **kwargs):
+        return self.decoder.generate(*args, **kwargs)
+
+    def detect_language(self, *args, **kwargs):
+        return self.decoder.detect_language(*args, **kwargs)
+
+    def align(self, *args, **kwargs):
+        return self.decoder.align(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # is_multilingual, n_mels, device, ...
+        return getattr(self.encoder, name)
+
+
 class _LongAudioPipeline(BatchedInferencePipeline):
-    """faster-whisper's batched pipeline, with the language learned from the first batch's own encoder output.
+    """faster-whisper's batched pipeline, with the language learned from the first batch's own encoder output,
+    and each batch split over the one-thread `decoders` when there are some.
 
     Asked with `multilingual=True` (no language given), the pipeline would encode the start of the audio once
     more up front, or (its multilingual mode) detect every chunk's language over the whole batch. Here the first
     batch is encoded once, the language is Whisper's top language token after its first chunk's encoder output,
     and every chunk is decoded in that language — the pipeline's own up-front detection, on the first speech
     rather than the first 30 s of audio, at no encoder cost.
+
+    With decoders, each part of a batch is decoded exactly as the pipeline decodes a batch (the same chunks, the
+    same prompt and beam search), side by side; the parts' chunks come back in order.
     """
 
-    def __init__(self, model: OneEncodeWhisperModel, task: str) -> None:
+    def __init__(self, model: OneEncodeWhisperModel, task: str, decoders: Decoders | None) -> None:
         super().__init__(model)
         self.task = task
+        self.decoders = decoders
         self.language: str | None = None
+
+    def _parts(self, rows: int) -> list[slice]:
+        return self.decoders.parts(rows) if self.decoders is not None else [slice(0, rows)]
 
     def _batched_segments_generator(
         self, features, tokenizer, chunks_metadata, batch_size, options, log_progress
     ):
         if options.multilingual and len(features):
-            model: OneEncodeWhisperModel = self.model  # type: ignore[assignment]
             first = features[:batch_size]  # the pipeline's first batch: its encode takes this output back
-            encoded = model.encode(first)
-            model.keep(first, encoded)
-            self.language = model.top_language(encoded)
+            parts = self._parts(len(first))
+            model: OneEncodeWhisperModel = self.model if len(parts) == 1 else self.decoders.model  # type: ignore
+            pieces = [first[part] for part in parts]
+            encoded = (
+                list(self.decoders.pool.map(model.encode, pieces))
+                if len(parts) > 1
+                else [model.encode(first)]
+            )
+            for piece, output in zip(pieces, encoded, strict=True):
+                model.keep(piece, output)
+            self.language = model.top_language(encoded[0])
             options = replace(options, multilingual=False)
             tokenizer = Tokenizer(model.hf_tokenizer, True, task=self.task, language=self.language)
         yield from super()._batched_segments_generator(
             features, tokenizer, chunks_metadata, batch_size, options, log_progress
         )
+
+    def forward(self, features, tokenizer, chunks_metadata, options):
+        parts = self._parts(len(features))
+        if len(parts) == 1:
+            return super().forward(features, tokenizer, chunks_metadata, options)
+        assert self.decoders is not None
+        since = self.last_speech_timestamp  # word times: where the speech before this batch ended
+
+        def decode(part: slice) -> tuple[list, float]:
+            part_pipeline = BatchedInferencePipeline(self.decoders.model)
+            part_pipeline.last_speech_timestamp = since
+            outputs = part_pipeline.forward(features[part], tokenizer, chunks_metadata[part], options)
+            return outputs, part_pipeline.last_speech_timestamp
+
+        decoded = list(self.decoders.pool.map(decode, parts))
+        self.last_speech_timestamp = decoded[-1][1]
+        return [chunk for outputs, _ in decoded for chunk in outputs]
 
 
 def _convert(
