@@ -60,9 +60,10 @@ def make_file(folder: Path, voice: str, seconds: float) -> tuple[Path, str]:
     padded = []
     for piece in pieces:  # 0.6 s of silence after each paragraph, as a speaker would pause
         pad = piece.with_suffix(".pad.wav")
-        subprocess.run(["sox", str(piece), "-r", "16000", str(pad), "pad", "0", "0.6"], check=True)
+        subprocess.run(["sox", "-D", str(piece), "-r", "16000", str(pad), "pad", "0", "0.6"], check=True)
         padded.append(pad)
-    subprocess.run(["sox", *map(str, padded), str(out)], check=True)
+    # -D: no dither noise, so every run reads the same file
+    subprocess.run(["sox", "-D", *map(str, padded), str(out)], check=True)
     return out, " ".join(texts)
 
 

@@ -84,7 +84,8 @@ def make_long_file(out: Path, seconds: float) -> tuple[Path, str]:
         pieces.append(piece)
         texts.append(paragraph)
         total += wav_seconds(piece)
-    subprocess.run(["sox", *map(str, pieces), "-r", "16000", str(out)], check=True)
+    # -D: no dither noise, so every run reads the same file
+    subprocess.run(["sox", "-D", *map(str, pieces), "-r", "16000", str(out)], check=True)
     return out, " ".join(texts)
 
 
