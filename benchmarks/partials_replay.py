@@ -1,10 +1,13 @@
 """Live partial words replayed offline, to choose when a word is settled (`live.partials.SettleRule`).
 
 Each turn of a conversation is decoded in process at the times the live stream would run its passes: the first
-0.3 s after speech starts, then every `--interval` of audio, never before the previous pass is done (its decode
-time is measured). Settle rules are then compared on the very same passes, through the stream's own function
-(`settled_count`): the final transcript with partials (the words sent, then the final from where they align)
-against the final without, and the first word's delay after the speech starts.
+0.3 s after speech starts, then every `--interval` of audio (sooner where a pass costs little: the stream's own
+`pass_interval`), never before the previous pass is done (its decode time is measured). Settle rules are then
+compared on the very same passes, through the stream's own function (`settled_count`): the first word's delay
+after the speech starts, the share of the words sent that the final decode heard otherwise (a delta cannot be
+taken back: those are wrong on the client's screen until the final transcript replaces them), and what the final
+transcript would have cost had it kept the words sent (`kept_sent_minus_off`: the contract before the final
+transcript became the final decode's own).
 
 Corpora (espeak-ng, 16 → 24 → 16 kHz as a realtime client sends them):
 - `meeting`: the realtime benchmark's 12 lines three times over, voices rotated (36 turns);
@@ -34,7 +37,7 @@ from open_stt_server import catalog, hub
 from open_stt_server.engines import load_engine
 from open_stt_server.live.audio import PcmDecoder
 from open_stt_server.live.partials import SettleRule, aligned_prefix, settled_count, to_send, words_of
-from open_stt_server.live.turns import Pass, pass_token_budget
+from open_stt_server.live.turns import Pass, pass_interval, pass_token_budget
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import TranscribeOptions, Transcript
 from tests.conftest import wer
@@ -48,12 +51,21 @@ SILENCE_S = 0.5  # the final hears the turn and the silence that ended it
 
 RULES = {
     "shipped": SettleRule(),
+    "confident words >= 0.8, every pass over 0.3 s, 0.3 s after (the rule before)": SettleRule(
+        quick_apart_s=0.3, quick_after_s=0.3, confident=0.8
+    ),
     "1 s apart, 1 s after (issue 23's first rule)": SettleRule(after_s=1.0, confident=2.0),
     "1 s apart, 0.5 s after, no confident words": SettleRule(confident=2.0),
     "confident words >= 0.5": SettleRule(confident=0.5),
     "confident words >= 0.95": SettleRule(confident=0.95),
     "0.5 s apart, 0.5 s after": SettleRule(apart_s=0.5, confident=2.0),
     "any word, every pass over 0.3 s, 0.3 s after": SettleRule(confident=0.0),
+    "confident words >= 0.8, every pass over 0.2 s, 0.2 s after": SettleRule(
+        quick_apart_s=0.2, quick_after_s=0.2
+    ),
+    "any word, every pass over 0.2 s, 0.2 s after": SettleRule(
+        confident=0.0, quick_apart_s=0.2, quick_after_s=0.2
+    ),
 }
 
 
@@ -99,14 +111,14 @@ def replay_passes(model: str, talk: Conversation, interval_s: float) -> list[Rep
             result = Pass.heard(at, heard, "en")
             if result.clean:  # the stream compares clean passes only
                 passes.append((result, ready))
-            at = max(at + int(interval_s * SR), ready)
+            at = max(at + int(pass_interval(interval_s, took) * SR), ready)
         final, _ = decode(audio[start : min(len(audio), end + int(SILENCE_S * SR))], live=False)
         turns.append(ReplayedTurn(turn.text, onset, start, passes, final.text))
     return turns
 
 
-def with_partials(turn: ReplayedTurn, rule: SettleRule) -> tuple[str, float | None]:
-    """The final transcript the stream gives with partials under `rule`, and when its first word went out."""
+def with_partials(turn: ReplayedTurn, rule: SettleRule) -> tuple[list[str], float | None]:
+    """The words the stream sends live under `rule`, and when the first went out."""
     sent: list[str] = []
     heard: list[Pass] = []
     first = None
@@ -116,8 +128,7 @@ def with_partials(turn: ReplayedTurn, rule: SettleRule) -> tuple[str, float | No
         if new:
             first = first if first is not None else (ready - turn.onset) / SR
             sent += new
-    final = words_of(turn.final)
-    return ("".join(sent + final[aligned_prefix(sent, final) :]) if sent else turn.final), first
+    return sent, first
 
 
 def compare(turns: list[ReplayedTurn]) -> dict:
@@ -125,13 +136,28 @@ def compare(turns: list[ReplayedTurn]) -> dict:
     off = wer(reference, " ".join(t.final for t in turns))
     out: dict = {"turns": len(turns), "wer_partials_off": round(off, 4)}
     for name, rule in RULES.items():
-        results = [with_partials(t, rule) for t in turns]
-        firsts = [f for _, f in results if f is not None]
+        results = [(with_partials(t, rule), words_of(t.final)) for t in turns]
+        firsts = [f for (_, f), _ in results if f is not None]
+        sent = sum(len(words) for (words, _), _ in results)
+        contradicted = sum(  # sent words the final decode heard otherwise (edits against its matching prefix)
+            round(
+                wer("".join(final[: aligned_prefix(words, final)]) or "-", "".join(words))
+                * max(1, aligned_prefix(words, final))
+            )
+            for (words, _), final in results
+            if words
+        )
+        kept = [
+            ("".join(w + final[aligned_prefix(w, final) :]) if w else "".join(final))
+            for (w, _), final in results
+        ]
         out[name] = {
-            "on_minus_off": round(wer(reference, " ".join(text for text, _ in results)) - off, 4),
             "first_word_p50_s": round(statistics.median(firsts), 2) if firsts else None,
             "first_word_p95_s": round(percentile(firsts, 95), 2) if firsts else None,
             "turns_with_words": len(firsts),
+            "words_sent": sent,
+            "sent_contradicted_share": round(contradicted / sent, 4) if sent else None,
+            "kept_sent_minus_off": round(wer(reference, " ".join(kept)) - off, 4),
         }
     return out
 

@@ -196,3 +196,20 @@ def whisper_engine(hf_home: Path, model: str, **settings):
     spec = catalog.lookup(model)
     os.environ["HF_HOME"] = str(hf_home)
     return WhisperEngine(spec, hub.resolve_weights(spec, download=False), Settings(**settings))
+
+
+def assert_deltas_tell(deltas: list[str], transcript: str) -> None:
+    """A live turn's deltas joined give its transcript — unless words sent live while the speaker talked were
+    heard otherwise by the final decode (another word, or only another case or comma), whose transcript wins: the
+    deltas are then the words sent live and one last delta, the final from where those words align in it."""
+    from open_stt_server.live.partials import aligned_prefix, words_of
+
+    if "".join(deltas) == transcript:
+        return
+    final = words_of(transcript)
+    for live, tail in ((deltas[:-1], deltas[-1:]), (deltas, [])):
+        sent = words_of("".join(live))
+        k = aligned_prefix(sent, final)
+        if "".join(tail) == "".join(final[k:]) and "".join(sent).strip() != "".join(final[:k]).strip():
+            return
+    raise AssertionError(f"deltas {deltas!r} do not tell the transcript {transcript!r}")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -78,6 +80,18 @@ def pss_mb(pids: list[int]) -> float:
     return round(total / 1024, 1)
 
 
+def serve_port() -> int:
+    """A free port for Serve's proxy, outside the kernel's ephemeral range (32768+) and Ray's worker ports
+    (10002–19999): Ray's own processes bind ephemeral ports while the cluster starts, and one of them took a port
+    chosen ahead of time once ("Failed to bind to address")."""
+    for _ in range(100):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            return port
+    return free_port()
+
+
 @dataclass
 class Cluster:
     address: str
@@ -138,7 +152,7 @@ def local_cluster(hf_home: Path, num_cpus: int = 2, nodes: int = 1) -> Iterator[
     port = free_port()
     head = _raylet(["--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", temp_dir],
                    num_cpus, env)  # fmt: skip
-    cluster = Cluster(f"127.0.0.1:{port}", temp_dir, env, free_port(), [head])
+    cluster = Cluster(f"127.0.0.1:{port}", temp_dir, env, serve_port(), [head])
     try:
         wait_for("the Ray head", lambda: cluster.nodes() >= 1, 90)
         for _ in range(nodes - 1):

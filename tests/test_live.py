@@ -25,7 +25,7 @@ from open_stt_server.live.partials import aligned_prefix, confident, settled, wo
 from open_stt_server.live.stream import BufferTooSmall, LiveOptions, SpeechStream
 from open_stt_server.live.turns import OpenTurn, Pass
 from open_stt_server.scheduler import ModelQueue
-from tests.conftest import SAMPLES, needs_espeak, speak, wer, whisper_engine
+from tests.conftest import SAMPLES, assert_deltas_tell, needs_espeak, speak, wer, whisper_engine
 
 SENTENCE = "Turn on the kitchen lights and open the blinds."
 CHUNK = 320  # 20 ms
@@ -85,12 +85,49 @@ def test_vad_turn_at_real_time_pace_with_partials(queue, speech: np.ndarray):
     assert kinds.index(SpeechStopped) < kinds.index(TurnCommitted) < kinds.index(TurnTranscribed)
     final = next(e for e in events if isinstance(e, TurnTranscribed))
     deltas = [e for e in events if isinstance(e, TextDelta)]
-    assert "".join(d.text for d in deltas) == final.text
+    assert_deltas_tell([d.text for d in deltas], final.text)
     assert kinds.index(TextDelta) < kinds.index(SpeechStopped), "no words while speaking"
     assert wer(SENTENCE, final.text) <= 0.2, final.text
+    # the transcript is the final decode's: partials cost it nothing (issue 23)
+    without = drive(queue, LiveOptions(partials=False), audio, paced=True)
+    assert next(e for e in without if isinstance(e, TurnTranscribed)).text == final.text
     started = events[0]
     assert abs(started.start / 16000 - 0.5) < 0.5  # true offsets: speech begins 0.5 s in (less the padding)
     assert final.end > final.start and final.language == "en"
+
+
+@needs_espeak
+def test_words_sent_live_do_not_bind_the_transcript(queue, speech: np.ndarray):
+    """A word sent live cannot be taken back; when the final decode hears it otherwise, the transcript is the final
+    decode's own (realtime), and the last delta goes on from where the words sent align in it — unless the words
+    sent bind the transcript (Wyoming)."""
+
+    async def scenario(bind: bool) -> list:
+        events: list = []
+        stream = SpeechStream(queue, LiveOptions(vad=None, partials=True, partials_bind=bind), events.append)
+        await feed(stream, speech, paced=False)
+        assert stream.open is not None
+        stream.open.sent = [" Turn", " on", " the", " chicken"]  # as if sent live, the last word heard wrong
+        stream.commit()
+        deadline = time.monotonic() + 60
+        while not any(isinstance(e, TurnTranscribed) for e in events) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await stream.close()
+        return events
+
+    events = asyncio.run(scenario(bind=False))
+    final = next(e for e in events if isinstance(e, TurnTranscribed))
+    alone = drive(queue, LiveOptions(vad=None), speech, paced=False, commit=True)
+    assert final.text == next(e for e in alone if isinstance(e, TurnTranscribed)).text
+    assert final.text.lower().startswith("turn on the kitchen"), final.text
+    tail = [e.text for e in events if isinstance(e, TextDelta)]
+    assert tail == ["".join(words_of(final.text)[4:])]  # after "kitchen", which stood for the word sent
+    assert_deltas_tell([" Turn on the chicken", *tail], final.text)
+
+    # Wyoming's chunks must join to its transcript: there the words sent bind it, and it goes on from them
+    events = asyncio.run(scenario(bind=True))
+    bound = next(e for e in events if isinstance(e, TurnTranscribed))
+    assert bound.text == "Turn on the chicken" + tail[0]
 
 
 @needs_espeak
@@ -98,7 +135,7 @@ def test_manual_commit_of_a_burst_decodes_once(queue, speech: np.ndarray):
     events = drive(queue, LiveOptions(vad=None, partials=True), speech, paced=False, commit=True)
     assert not any(isinstance(e, SpeechStarted) for e in events)
     final = next(e for e in events if isinstance(e, TurnTranscribed))
-    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == final.text
+    assert_deltas_tell([e.text for e in events if isinstance(e, TextDelta)], final.text)
     assert wer(SENTENCE, final.text) <= 0.2, final.text
 
 
@@ -139,7 +176,7 @@ def test_a_burst_is_not_listened_to_yet_all_of_it_is_decoded(queue, speech: np.n
     assert listened[0] - in_burst >= len(speech) - half - 512  # the paced half was heard
     assert aligned  # ... at its true offsets
     final = next(e for e in events if isinstance(e, TurnTranscribed))
-    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == final.text
+    assert_deltas_tell([e.text for e in events if isinstance(e, TextDelta)], final.text)
     assert wer(SENTENCE, final.text) <= 0.2, final.text
 
 
@@ -188,8 +225,8 @@ def test_buffer_and_word_agreement():
 
 def test_confident_words_settle_sooner(queue):
     """Passes 0.15 s apart: two passes 1 s apart do not exist yet, so only words the engine is confident of
-    (each ≥ CONFIDENT_WORD, as Moonshine reports) can go, when every pass over the last 0.3 s agrees on them and
-    the earliest of those heard about 0.3 s of speech after them (here: the last two of its four words held)."""
+    (each ≥ 0.6, as Moonshine reports) can go, when every pass over the last 0.2 s agrees on them and the
+    earliest of those heard about 0.2 s of speech after them (here: the last of its four words held)."""
     passes = [
         (1.0, " Turn on the kitchen"),
         (1.15, " Turn on the kitchen lights"),
@@ -211,7 +248,7 @@ def test_confident_words_settle_sooner(queue):
 
         return asyncio.run(scenario())
 
-    assert sent((0.99, 0.95, 0.9, 0.9, 0.9)) == ["Turn on"]
+    assert sent((0.99, 0.95, 0.9, 0.9, 0.9)) == ["Turn on the"]
     assert sent((0.99, 0.5, 0.9, 0.9, 0.9)) == ["Turn"]  # an unsure word stops the run
     assert sent(None) == []  # no probabilities: the passes 1 s apart rule alone
     assert confident(4, (0.9, 0.9, 0.1, 0.9), 0, 0.8) == 2 and confident(4, (0.9,) * 4, 3, 0.8) == 4
@@ -244,6 +281,17 @@ def test_a_live_pass_has_a_token_budget_and_no_fallback(queue):
     assert not accepted_at_first_try(segment(10.1, -0.1))  # "8, 8, 8, ..."
     assert not accepted_at_first_try(segment(1.2, -1.4))
     assert accepted_at_first_try(segment(1.2, -1.4, no_speech=0.9))  # silence, as Whisper takes it
+
+
+def test_passes_come_sooner_where_they_cost_little():
+    """Live passes come every `delay` of audio (0.5 s by default), sooner where a pass costs little (Moonshine:
+    tens of milliseconds), no closer than four times a pass's own time, nor than 0.1 s."""
+    from open_stt_server.live.turns import pass_interval
+
+    assert pass_interval(0.5, None) == 0.5  # no pass timed yet: what the client asked for
+    assert pass_interval(0.5, 0.3) == 0.5  # Whisper on a CPU: the client's interval
+    assert pass_interval(0.5, 0.04) == pytest.approx(0.16)
+    assert pass_interval(0.5, 0.001) == 0.1 and pass_interval(0.3, 0.05) == pytest.approx(0.2)
 
 
 def test_arrival_pace_tells_a_burst_from_speech():

@@ -35,7 +35,9 @@ class TurnCommitted:
 @dataclass(frozen=True)
 class TextDelta:
     """More of a turn's transcript, append-only: live partial words while the speaker talks, then the rest from
-    the final decode. All deltas of a turn joined equal its final text."""
+    the final decode (from where the words sent live end in it). Joined, a turn's deltas equal its final text
+    when the words sent bind it (`LiveOptions.partials_bind`) or the final decode heard them as they were sent;
+    otherwise the final text wins."""
 
     turn: str
     text: str

@@ -36,8 +36,8 @@ def agreement(previous: list[str], latest: list[str], held: int = 1) -> int:
 
 def to_send(agreed: int, latest: list[str], sent: list[str]) -> list[str]:
     """The words of `latest` to send now: its first `agreed` words, past the ones already `sent`. Nothing when
-    the latest pass no longer agrees with what was sent: words sent are never retracted, so the final
-    transcript reconciles them."""
+    the latest pass no longer agrees with what was sent: a delta cannot be taken back, and the final transcript
+    (the final decode's own) corrects it."""
     matches_sent = all(normal(a) == normal(b) for a, b in zip(sent, latest, strict=False))
     return latest[len(sent) : agreed] if agreed > len(sent) and matches_sent else []
 
@@ -91,16 +91,17 @@ class HeardPass(Protocol):
 
 @dataclass(frozen=True)
 class SettleRule:
-    """When a word of a live pass is settled enough to send (it is never retracted). Chosen on replayed passes
-    (`benchmarks/partials_replay.py`): the final transcript with partials stays as accurate as without."""
+    """When a word of a live pass is settled enough to send (a delta cannot be taken back: a word the final
+    decode hears otherwise is wrong on the client's screen until the final transcript replaces it). Chosen on
+    replayed passes (`benchmarks/partials_replay.py`)."""
 
     apart_s: float = 1.0  # a pass that heard at least this much less audio agrees on the word,
     after_s: float = 0.5  # ... having heard about this much speech after it
     # Sooner, where the engine gives each word's probability (Moonshine): a word at least `confident`, agreed
     # by every pass over the last `quick_apart_s` of audio, the earliest of which heard `quick_after_s` after it.
-    confident: float = 0.8
-    quick_apart_s: float = 0.3
-    quick_after_s: float = 0.3
+    confident: float = 0.6
+    quick_apart_s: float = 0.2
+    quick_after_s: float = 0.2
 
 
 def settled_count(

@@ -34,7 +34,7 @@ from open_stt_server.live.events import (
     TurnTranscribed,
 )
 from open_stt_server.live.partials import SettleRule, aligned_prefix, settled_count, to_send, words_of
-from open_stt_server.live.turns import CommittedTurn, OpenTurn, Pass, pass_token_budget
+from open_stt_server.live.turns import CommittedTurn, OpenTurn, Pass, pass_interval, pass_token_budget
 from open_stt_server.live.vad import TurnDetector, VadSettings, VoiceStarted
 from open_stt_server.scheduler import (
     EngineFailure,
@@ -56,6 +56,8 @@ PROMPT_CHARS = 200
 FIRST_PASS_SPEECH = SAMPLE_RATE * 3 // 10  # live partials: the first pass waits for 0.3 s of speech
 PASS_SLACK_SAMPLES = SAMPLE_RATE // 20
 SETTLE = SettleRule()  # when a live word is settled enough to send
+# ... when it binds the transcript: a confident word waits for passes over 0.3 s (not 0.2 s) and for 0.8
+SETTLE_BINDING = SettleRule(confident=0.8, quick_apart_s=0.3, quick_after_s=0.3)
 # The final's decode starts after 120 ms of silence (at most half of silence_duration_ms), not at the first quiet
 # window: most gaps between words are shorter.
 ANTICIPATE_AFTER_SAMPLES = SAMPLE_RATE * 12 // 100
@@ -71,6 +73,9 @@ class LiveOptions:
     word_times: bool = False  # decode with word times (logprobs); live passes cannot then stand for the final
     vad: VadSettings | None = field(default_factory=VadSettings)  # None: the door commits
     partials: bool = False  # send words while the speaker talks
+    # The transcript goes on from the words sent live, so that the deltas join to it (Wyoming's contract); those
+    # words then settle on more evidence (SETTLE_BINDING). Otherwise the transcript is the final decode's own.
+    partials_bind: bool = False
     partial_interval_s: float = 0.5
     max_buffer_s: float = 600.0  # uncommitted audio without a VAD before it is committed anyway
 
@@ -113,6 +118,7 @@ class SpeechStream:
         self._turns: asyncio.Queue[CommittedTurn | None] = asyncio.Queue()
         self._decoder = asyncio.create_task(self._decode_turns())
         self.pace = ArrivalPace()
+        self.pass_took_s: float | None = None  # the latest live pass's time, queue included
 
     @property
     def position(self) -> int:
@@ -321,13 +327,20 @@ class SpeechStream:
             if decoded is None:
                 return
             language = decoded or language
-        if turn.sent:  # deltas are append-only: the final goes on from where the words sent live end in it
+        if (
+            turn.sent
+        ):  # deltas are append-only: the last goes on from where the words sent live end in the final
             send(final[aligned_prefix(turn.sent, final) :])
+        # Unless the words sent bind it, the transcript is the final decode's, whatever was sent live: a partial
+        # word the final heard otherwise costs nothing (the joined deltas then differ from it, as interim results do).
+        transcript = text if self.options.partials_bind else "".join(final).lstrip()
         self.stats.turns += 1
         seconds = (turn.end - turn.start) / SAMPLE_RATE
         latency = time.monotonic() - turn.ended_at
         self.emit(
-            TurnTranscribed(turn.id, text, language, seconds, turn.start, turn.end, tuple(words), latency)
+            TurnTranscribed(
+                turn.id, transcript, language, seconds, turn.start, turn.end, tuple(words), latency
+            )
         )
 
     async def _final_decode(self, turn: CommittedTurn, heard: Callable, words: list[Word]) -> str | None:
@@ -387,10 +400,8 @@ class SpeechStream:
             return
         if self.options.vad is None and not self.heard_speech:
             return  # no speech yet: a decode of silence would only invent words
-        if (
-            self.position - max(turn.partial_covers, turn.start)
-            < self.options.partial_interval_s * SAMPLE_RATE
-        ):
+        interval = pass_interval(self.options.partial_interval_s, self.pass_took_s)
+        if self.position - max(turn.partial_covers, turn.start) < interval * SAMPLE_RATE:
             return
         if self.options.vad is not None and self.position - self.detector.speech_start < FIRST_PASS_SPEECH:
             return  # too little speech yet for a pass to hold a word worth agreeing on
@@ -407,6 +418,7 @@ class SpeechStream:
         """Decode the open turn so far (spare capacity only), send the words this pass and the one before agree
         on, and keep the result: when it heard the whole turn it is the final transcript."""
         audio = Audio(samples, len(samples) / SAMPLE_RATE)
+        started = time.monotonic()
         try:
             transcription = await Transcription.start(
                 self.queue,
@@ -423,6 +435,7 @@ class SpeechStream:
         except (EngineFailure, JobCancelled, QueueFull, ModelUnavailable):
             turn.partial = None
             return None
+        self.pass_took_s = time.monotonic() - started
         result = Pass.heard(end, transcript, transcription.job.language)
         log.debug("turn %s: pass over %.2f s heard %r", turn.id, len(samples) / SAMPLE_RATE, result.text)
         if self.open is turn:
@@ -440,8 +453,9 @@ class SpeechStream:
         """Send the words of this pass that are settled (`SETTLE`), past those already sent."""
         turn.passes.append(result)
         latest = words_of(result.text)
-        new = to_send(settled_count(turn.passes, turn.start, turn.sent, SETTLE), latest, turn.sent)
-        compared = [p for p in turn.passes if p.covered <= result.covered - SETTLE.apart_s * SAMPLE_RATE]
+        rule = SETTLE_BINDING if self.options.partials_bind else SETTLE
+        new = to_send(settled_count(turn.passes, turn.start, turn.sent, rule), latest, turn.sent)
+        compared = [p for p in turn.passes if p.covered <= result.covered - rule.apart_s * SAMPLE_RATE]
         if compared:
             del turn.passes[: len(compared) - 1]  # older ones are never compared again
         if new:

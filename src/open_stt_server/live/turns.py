@@ -14,12 +14,23 @@ from open_stt_server.scheduler import TranscriptionJob
 from open_stt_server.transcript import Transcript, accepted_at_first_try
 
 PASS_TOKENS, PASS_TOKENS_PER_SECOND = 16, 12.0  # a live pass's token budget
+PASS_COST_SHARE = 4  # live passes come no closer than this many times a pass's own decode time of audio ...
+MIN_PASS_INTERVAL_S = 0.1  # ... and never closer than this
 
 
 def pass_token_budget(seconds: float) -> int:
     """Tokens a live pass over `seconds` of speech may decode: far more than speech needs (fast speech is about
     5 a second; digits and punctuation more), far fewer than a loop takes."""
     return PASS_TOKENS + math.ceil(PASS_TOKENS_PER_SECOND * seconds)
+
+
+def pass_interval(asked_s: float, took_s: float | None) -> float:
+    """Seconds of audio between two live passes: what the client asked for (its `delay`), sooner where a pass
+    costs little (Moonshine decodes a second of speech in tens of milliseconds), so that passes take about a
+    quarter of one worker at most."""
+    if took_s is None:
+        return asked_s
+    return min(asked_s, max(MIN_PASS_INTERVAL_S, PASS_COST_SHARE * took_s))
 
 
 @dataclass(frozen=True)

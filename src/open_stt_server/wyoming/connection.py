@@ -251,6 +251,7 @@ class WyomingConnection(AsyncEventHandler):
             hotwords=hints,
             vad=vad,
             partials=self.door.partials,
+            partials_bind=True,  # Wyoming: the transcript-chunks join to the final transcript
             max_buffer_s=self.door.max_buffer_s,
         )
 
