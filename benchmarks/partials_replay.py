@@ -37,6 +37,7 @@ from open_stt_server import catalog, hub
 from open_stt_server.engines import load_engine
 from open_stt_server.live.audio import PcmDecoder
 from open_stt_server.live.partials import SettleRule, aligned_prefix, settled_count, to_send, words_of
+from open_stt_server.live.stream import SETTLE, SETTLE_BINDING
 from open_stt_server.live.turns import Pass, pass_interval, pass_token_budget
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import TranscribeOptions, Transcript
@@ -49,23 +50,26 @@ PREFIX_S = 0.3  # the stream's prefix padding before speech
 FIRST_PASS_S = 0.3  # the first pass waits for this much speech
 SILENCE_S = 0.5  # the final hears the turn and the silence that ended it
 
+
+def quick(confident: float, apart_s: float, after_s: float) -> SettleRule:
+    """The 1 s rule, and words at least `confident` settled by every pass over `apart_s`, `after_s` after them."""
+    return SettleRule(confident=confident, quick_apart_s=apart_s, quick_after_s=after_s)
+
+
 RULES = {
-    "shipped": SettleRule(),
-    "confident words >= 0.8, every pass over 0.3 s, 0.3 s after (the rule before)": SettleRule(
-        quick_apart_s=0.3, quick_after_s=0.3, confident=0.8
-    ),
+    "shipped (realtime)": SETTLE,
+    "shipped for Wyoming (words bind the transcript)": SETTLE_BINDING,
+    "confident words >= 0.6, every pass over 0.2 s, 0.2 s after": quick(0.6, 0.2, 0.2),
+    "confident words >= 0.8, every pass over 0.3 s, 0.3 s after (the rule before)": quick(0.8, 0.3, 0.3),
     "1 s apart, 1 s after (issue 23's first rule)": SettleRule(after_s=1.0, confident=2.0),
     "1 s apart, 0.5 s after, no confident words": SettleRule(confident=2.0),
-    "confident words >= 0.5": SettleRule(confident=0.5),
-    "confident words >= 0.95": SettleRule(confident=0.95),
+    "confident words >= 0.5": quick(0.5, 0.3, 0.3),
     "0.5 s apart, 0.5 s after": SettleRule(apart_s=0.5, confident=2.0),
-    "any word, every pass over 0.3 s, 0.3 s after": SettleRule(confident=0.0),
-    "confident words >= 0.8, every pass over 0.2 s, 0.2 s after": SettleRule(
-        quick_apart_s=0.2, quick_after_s=0.2
-    ),
-    "any word, every pass over 0.2 s, 0.2 s after": SettleRule(
-        confident=0.0, quick_apart_s=0.2, quick_after_s=0.2
-    ),
+    "any word, every pass over 0.3 s, 0.3 s after": quick(0.0, 0.3, 0.3),
+    "confident words >= 0.8, every pass over 0.2 s, 0.2 s after": quick(0.8, 0.2, 0.2),
+    "any word, every pass over 0.2 s, 0.2 s after": quick(0.0, 0.2, 0.2),
+    "confident words >= 0.6, every pass over 0.15 s, 0.15 s after": quick(0.6, 0.15, 0.15),
+    "confident words >= 0.8, every pass over 0.15 s, 0.15 s after": quick(0.8, 0.15, 0.15),
 }
 
 

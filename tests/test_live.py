@@ -225,8 +225,8 @@ def test_buffer_and_word_agreement():
 
 def test_confident_words_settle_sooner(queue):
     """Passes 0.15 s apart: two passes 1 s apart do not exist yet, so only words the engine is confident of
-    (each ≥ 0.6, as Moonshine reports) can go, when every pass over the last 0.2 s agrees on them and the
-    earliest of those heard about 0.2 s of speech after them (here: the last of its four words held)."""
+    (each ≥ 0.6, as Moonshine reports) can go, when every pass over the last 0.1 s agrees on them and the
+    earliest of those heard about 0.2 s of speech after them (here: the last word of each earlier pass held)."""
     passes = [
         (1.0, " Turn on the kitchen"),
         (1.15, " Turn on the kitchen lights"),
@@ -248,7 +248,7 @@ def test_confident_words_settle_sooner(queue):
 
         return asyncio.run(scenario())
 
-    assert sent((0.99, 0.95, 0.9, 0.9, 0.9)) == ["Turn on the"]
+    assert sent((0.99, 0.95, 0.9, 0.9, 0.9)) == ["Turn on the", " kitchen"]
     assert sent((0.99, 0.5, 0.9, 0.9, 0.9)) == ["Turn"]  # an unsure word stops the run
     assert sent(None) == []  # no probabilities: the passes 1 s apart rule alone
     assert confident(4, (0.9, 0.9, 0.1, 0.9), 0, 0.8) == 2 and confident(4, (0.9,) * 4, 3, 0.8) == 4

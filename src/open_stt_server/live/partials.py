@@ -100,7 +100,7 @@ class SettleRule:
     # Sooner, where the engine gives each word's probability (Moonshine): a word at least `confident`, agreed
     # by every pass over the last `quick_apart_s` of audio, the earliest of which heard `quick_after_s` after it.
     confident: float = 0.6
-    quick_apart_s: float = 0.2
+    quick_apart_s: float = 0.1
     quick_after_s: float = 0.2
 
 

@@ -56,8 +56,8 @@ PROMPT_CHARS = 200
 FIRST_PASS_SPEECH = SAMPLE_RATE * 3 // 10  # live partials: the first pass waits for 0.3 s of speech
 PASS_SLACK_SAMPLES = SAMPLE_RATE // 20
 SETTLE = SettleRule()  # when a live word is settled enough to send
-# ... when it binds the transcript: a confident word waits for passes over 0.3 s (not 0.2 s) and for 0.8
-SETTLE_BINDING = SettleRule(confident=0.8, quick_apart_s=0.3, quick_after_s=0.3)
+# ... when it binds the transcript: a confident word needs 0.95, passes over 0.3 s and 0.3 s of speech after it
+SETTLE_BINDING = SettleRule(confident=0.95, quick_apart_s=0.3, quick_after_s=0.3)
 # The final's decode starts after 120 ms of silence (at most half of silence_duration_ms), not at the first quiet
 # window: most gaps between words are shorter.
 ANTICIPATE_AFTER_SAMPLES = SAMPLE_RATE * 12 // 100
