@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +60,14 @@ async def feed(stream: SpeechStream, samples: np.ndarray, paced: bool) -> None:
             await asyncio.sleep(0)
 
 
-def drive(queue, options: LiveOptions, audio: np.ndarray, paced: bool, commit: bool = False) -> list:
+def drive(queue, options: LiveOptions, audio: np.ndarray, paced: bool, commit: bool = False,
+          before_commit: Callable[[SpeechStream], None] | None = None) -> list:  # fmt: skip
     async def scenario() -> list:
         events: list = []
         stream = SpeechStream(queue, options, events.append)
         await feed(stream, audio, paced)
+        if before_commit is not None:
+            before_commit(stream)
         if commit:
             stream.commit()
         deadline = time.monotonic() + 60
@@ -102,20 +106,15 @@ def test_words_sent_live_do_not_bind_the_transcript(queue, speech: np.ndarray):
     decode's own (realtime), and the last delta goes on from where the words sent align in it — unless the words
     sent bind the transcript (Wyoming)."""
 
-    async def scenario(bind: bool) -> list:
-        events: list = []
-        stream = SpeechStream(queue, LiveOptions(vad=None, partials=True, partials_bind=bind), events.append)
-        await feed(stream, speech, paced=False)
+    def sent_live(stream: SpeechStream) -> None:
         assert stream.open is not None
         stream.open.sent = [" Turn", " on", " the", " chicken"]  # as if sent live, the last word heard wrong
-        stream.commit()
-        deadline = time.monotonic() + 60
-        while not any(isinstance(e, TurnTranscribed) for e in events) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await stream.close()
-        return events
 
-    events = asyncio.run(scenario(bind=False))
+    def scenario(bind: bool) -> list:
+        options = LiveOptions(vad=None, partials=True, partials_bind=bind)
+        return drive(queue, options, speech, paced=False, commit=True, before_commit=sent_live)
+
+    events = scenario(bind=False)
     final = next(e for e in events if isinstance(e, TurnTranscribed))
     alone = drive(queue, LiveOptions(vad=None), speech, paced=False, commit=True)
     assert final.text == next(e for e in alone if isinstance(e, TurnTranscribed)).text
@@ -125,7 +124,7 @@ def test_words_sent_live_do_not_bind_the_transcript(queue, speech: np.ndarray):
     assert_deltas_tell([" Turn on the chicken", *tail], final.text)
 
     # Wyoming's chunks must join to its transcript: there the words sent bind it, and it goes on from them
-    events = asyncio.run(scenario(bind=True))
+    events = scenario(bind=True)
     bound = next(e for e in events if isinstance(e, TurnTranscribed))
     assert bound.text == "Turn on the chicken" + tail[0]
 
