@@ -134,6 +134,8 @@ class WhisperEngine:
         if self.device == "cpu" and settings.decoders() > 0 and settings.threads_per_worker() > 1:
             self.decoders = Decoders(weights, compute_type, settings.decoders())
             self.model.model = EncoderApart(self.model.model, self.decoders.model.model)
+            log.info("%s: beam searches on %d one-thread decoders beside the model (--cpu-decoders)",
+                     spec.name, self.decoders.count)  # fmt: skip
 
     def close(self) -> None:
         if self.decoders is not None:
