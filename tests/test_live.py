@@ -222,6 +222,19 @@ def test_buffer_and_word_agreement():
     assert aligned_prefix(words_of("turn on the"), words_of("Turn on the lights.")) == 3
 
 
+def test_a_pass_in_between_that_heard_otherwise_unsettles_a_word():
+    """Seen on whisper-base (Home Assistant's benchmark): passes 1 s apart both began "and" over "Add milk …",
+    the pass between them heard "Add"; the word is not settled, and nothing is sent."""
+    from open_stt_server.live.partials import SettleRule, settled_count
+
+    heard = [(1.02, " and then"), (1.54, " Add milk and add into the shop."),
+             (2.05, " and add milk and add into the shopping list.")]  # fmt: skip
+    passes = [Pass(int(seconds * 16000), text, "en") for seconds, text in heard]
+    assert settled_count(passes, 0, [], SettleRule()) == 0
+    agreeing = [passes[0], Pass(passes[1].covered, " and add milk", "en"), passes[2]]
+    assert settled_count(agreeing, 0, [], SettleRule()) == 1  # "and": every pass since agrees
+
+
 def test_confident_words_settle_sooner(queue):
     """Passes 0.15 s apart: two passes 1 s apart do not exist yet, so only words the engine is confident of
     (each ≥ 0.6, as Moonshine reports) can go, when every pass over the last 0.1 s agrees on them and the

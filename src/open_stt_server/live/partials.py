@@ -95,8 +95,8 @@ class SettleRule:
     decode hears otherwise is wrong on the client's screen until the final transcript replaces it). Chosen on
     replayed passes (`benchmarks/partials_replay.py`)."""
 
-    apart_s: float = 1.0  # a pass that heard at least this much less audio agrees on the word,
-    after_s: float = 0.5  # ... having heard about this much speech after it
+    apart_s: float = 1.0  # a pass that heard at least this much less audio agrees on the word (and every pass
+    after_s: float = 0.5  # since), having heard about this much speech after it
     # Sooner, where the engine gives each word's probability (Moonshine): a word at least `confident`, agreed
     # by every pass over the last `quick_apart_s` of audio, the earliest of which heard `quick_after_s` after it.
     confident: float = 0.6
@@ -113,7 +113,7 @@ def settled_count(
     latest = passes[-1]
     words = words_of(latest.text)
 
-    def agreed_with(apart_s: float, after_s: float, every: bool) -> int:
+    def agreed_with(apart_s: float, after_s: float) -> int:
         earlier = [p for p in passes if p.covered <= latest.covered - apart_s * SAMPLE_RATE]
         if not earlier:
             return 0
@@ -121,15 +121,14 @@ def settled_count(
         previous = words_of(base.text)
         held = words_in_last(previous, (base.covered - start) / SAMPLE_RATE, after_s)
         agreed = agreement(previous, words, held)
-        if every:  # ... and each pass since
-            for later in passes:
-                if base.covered < later.covered < latest.covered:
-                    agreed = min(agreed, agreement(words_of(later.text), words, held=0))
+        for later in passes:  # ... and so does every pass since: one that heard otherwise unsettles the word
+            if base.covered < later.covered < latest.covered:
+                agreed = min(agreed, agreement(words_of(later.text), words, held=0))
         return agreed
 
-    count = agreed_with(rule.apart_s, rule.after_s, every=False)
+    count = agreed_with(rule.apart_s, rule.after_s)
     probabilities = latest.probabilities
     if probabilities is not None and len(probabilities) == len(words):
-        quick = agreed_with(rule.quick_apart_s, rule.quick_after_s, every=True)
+        quick = agreed_with(rule.quick_apart_s, rule.quick_after_s)
         count = max(count, confident(quick, probabilities, len(sent), rule.confident))
     return count
