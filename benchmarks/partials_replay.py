@@ -36,8 +36,15 @@ from benchmarks.run import SENTENCES, bundled_home, percentile
 from open_stt_server import catalog, hub
 from open_stt_server.engines import load_engine
 from open_stt_server.live.audio import PcmDecoder
-from open_stt_server.live.partials import SettleRule, aligned_prefix, settled_count, to_send, words_of
-from open_stt_server.live.stream import SETTLE, SETTLE_BINDING
+from open_stt_server.live.partials import (
+    SETTLE,
+    SETTLE_BINDING,
+    SettleRule,
+    aligned_prefix,
+    settled_count,
+    to_send,
+    words_of,
+)
 from open_stt_server.live.turns import Pass, pass_interval, pass_token_budget
 from open_stt_server.settings import Settings
 from open_stt_server.transcript import TranscribeOptions, Transcript

@@ -360,14 +360,13 @@ class _LongAudioPipeline(BatchedInferencePipeline):
     ):
         if options.multilingual and len(features):
             first = features[:batch_size]  # the pipeline's first batch: its encode takes this output back
-            parts = self._parts(len(first))
-            model: OneEncodeWhisperModel = self.model if len(parts) == 1 else self.decoders.model  # type: ignore
-            pieces = [first[part] for part in parts]
-            encoded = (
-                list(self.decoders.pool.map(model.encode, pieces))
-                if len(parts) > 1
-                else [model.encode(first)]
-            )
+            pieces = [first[part] for part in self._parts(len(first))]  # as `forward` will split the batch
+            if len(pieces) == 1:
+                model: OneEncodeWhisperModel = self.model  # type: ignore[assignment]
+                encoded = [model.encode(first)]
+            else:
+                model = self.decoders.model  # type: ignore[union-attr]
+                encoded = list(self.decoders.pool.map(model.encode, pieces))  # type: ignore[union-attr]
             for piece, output in zip(pieces, encoded, strict=True):
                 model.keep(piece, output)
             self.language = model.top_language(encoded[0])

@@ -104,6 +104,16 @@ class SettleRule:
     quick_after_s: float = 0.2
 
 
+SETTLE = SettleRule()  # when a live word is settled enough to send
+# ... when it binds the transcript: a confident word needs 0.95, passes over 0.3 s and 0.3 s of speech after it
+SETTLE_BINDING = SettleRule(confident=0.95, quick_apart_s=0.3, quick_after_s=0.3)
+
+
+def settle_rule(binding: bool) -> SettleRule:
+    """The rule for a stream whose words sent live bind its transcript (`binding`), or not."""
+    return SETTLE_BINDING if binding else SETTLE
+
+
 def settled_count(
     passes: Sequence[HeardPass], start: int, sent: list[str], rule: SettleRule = SettleRule()
 ) -> int:

@@ -33,7 +33,7 @@ from open_stt_server.live.events import (
     TurnFailed,
     TurnTranscribed,
 )
-from open_stt_server.live.partials import SettleRule, aligned_prefix, settled_count, to_send, words_of
+from open_stt_server.live.partials import aligned_prefix, settle_rule, settled_count, to_send, words_of
 from open_stt_server.live.turns import CommittedTurn, OpenTurn, Pass, pass_interval, pass_token_budget
 from open_stt_server.live.vad import TurnDetector, VadSettings, VoiceStarted
 from open_stt_server.scheduler import (
@@ -55,9 +55,6 @@ MIN_CUT_SAMPLES = 10 * SAMPLE_RATE  # ... when that pause is at least this far i
 PROMPT_CHARS = 200
 FIRST_PASS_SPEECH = SAMPLE_RATE * 3 // 10  # live partials: the first pass waits for 0.3 s of speech
 PASS_SLACK_SAMPLES = SAMPLE_RATE // 20
-SETTLE = SettleRule()  # when a live word is settled enough to send
-# ... when it binds the transcript: a confident word needs 0.95, passes over 0.3 s and 0.3 s of speech after it
-SETTLE_BINDING = SettleRule(confident=0.95, quick_apart_s=0.3, quick_after_s=0.3)
 # The final's decode starts after 120 ms of silence (at most half of silence_duration_ms), not at the first quiet
 # window: most gaps between words are shorter.
 ANTICIPATE_AFTER_SAMPLES = SAMPLE_RATE * 12 // 100
@@ -327,9 +324,8 @@ class SpeechStream:
             if decoded is None:
                 return
             language = decoded or language
-        if (
-            turn.sent
-        ):  # deltas are append-only: the last goes on from where the words sent live end in the final
+        # deltas are append-only: the last goes on from where the words sent live end in the final
+        if turn.sent:
             send(final[aligned_prefix(turn.sent, final) :])
         # Unless the words sent bind it, the transcript is the final decode's, whatever was sent live: a partial
         # word the final heard otherwise costs nothing (the joined deltas then differ from it, as interim results do).
@@ -337,10 +333,9 @@ class SpeechStream:
         self.stats.turns += 1
         seconds = (turn.end - turn.start) / SAMPLE_RATE
         latency = time.monotonic() - turn.ended_at
+        words_ = tuple(words)
         self.emit(
-            TurnTranscribed(
-                turn.id, transcript, language, seconds, turn.start, turn.end, tuple(words), latency
-            )
+            TurnTranscribed(turn.id, transcript, language, seconds, turn.start, turn.end, words_, latency)
         )
 
     async def _final_decode(self, turn: CommittedTurn, heard: Callable, words: list[Word]) -> str | None:
@@ -450,10 +445,10 @@ class SpeechStream:
         return result
 
     def _agree(self, turn: OpenTurn, result: Pass) -> None:
-        """Send the words of this pass that are settled (`SETTLE`), past those already sent."""
+        """Send the words of this pass that are settled (`settle_rule`), past those already sent."""
         turn.passes.append(result)
         latest = words_of(result.text)
-        rule = SETTLE_BINDING if self.options.partials_bind else SETTLE
+        rule = settle_rule(self.options.partials_bind)
         new = to_send(settled_count(turn.passes, turn.start, turn.sent, rule), latest, turn.sent)
         compared = [p for p in turn.passes if p.covered <= result.covered - rule.apart_s * SAMPLE_RATE]
         if compared:
