@@ -4,9 +4,10 @@ not given).
 
 - in process: `BatchedInferencePipeline(model).transcribe(audio, batch_size=8, beam_size=5, vad_filter=True)` and
   `WhisperModel.transcribe(audio, beam_size=5)` (sequential);
-- the server (one request at a time): plain `json` — the three calls take turns, `--rounds` times each (the
-  machine's speed drifts over minutes), and the fastest of each counts; then `stream=true` (time to the first
-  `transcript.text.delta`, total, joined deltas = `done.text`); `verbose_json` segment shape.
+- the server (one request at a time): plain `json` and `stream=true` (time to the first
+  `transcript.text.delta`, total, joined deltas = `done.text`) — the four calls take turns, `--rounds` times each
+  (the machine's speed drifts over minutes), and the fastest of each counts (the first delta's share is also given
+  at its worst over the rounds); then `verbose_json` segment shape.
 
 Files (espeak-ng, known text, so WER is exact): English in two voices and lengths, and Spanish.
 
@@ -102,16 +103,20 @@ def served(client: httpx.Client, url: str, path: Path) -> Callable[[], str]:
     return call
 
 
-def best_of(calls: dict[str, Callable[[], str]], rounds: int) -> dict[str, tuple[float, str]]:
-    """Each call `rounds` times, the calls taking turns (the machine's speed drifts over minutes): the fastest
-    time of each, and its text."""
+def best_of(
+    calls: dict[str, Callable[[], str]], rounds: int, stream: Callable[[], dict]
+) -> tuple[dict[str, tuple[float, str]], list[dict]]:
+    """Each call `rounds` times, the calls and the streamed request taking turns (the machine's speed drifts
+    over minutes): the fastest time of each call, and its text; every streamed request's figures."""
     best: dict[str, tuple[float, str]] = {name: (float("inf"), "") for name in calls}
+    streams = []
     for _ in range(rounds):
         for name, call in calls.items():
             started = time.perf_counter()
             text = call()
             best[name] = min(best[name], (time.perf_counter() - started, text), key=lambda r: r[0])
-    return best
+        streams.append(stream())
+    return best, streams
 
 
 def streamed(url: str, path: Path) -> dict:
@@ -132,7 +137,8 @@ def streamed(url: str, path: Path) -> dict:
                 done = event["text"]
     total = time.perf_counter() - started
     return {"first_delta_s": round(first or total, 2), "total_s": round(total, 2),
-            "first_delta_share": round((first or total) / total, 3), "deltas_join_to_done": "".join(deltas) == done}  # fmt: skip
+            "first_delta_share": round((first or total) / total, 3), "deltas_join_to_done": "".join(deltas) == done,
+            "text": done}  # fmt: skip
 
 
 def shape(url: str, path: Path) -> dict:
@@ -165,11 +171,18 @@ def main() -> None:
         for path, text in files:
             calls = {**engine.calls(path), "server": served(client, server.url, path)}
             figures: dict = {"audio_s": round(wav_seconds(path), 1)}
-            for name, (seconds, said) in best_of(calls, args.rounds).items():
+            best, streams = best_of(calls, args.rounds, lambda path=path: streamed(server.url, path))
+            for name, (seconds, said) in best.items():
                 figures[name] = {"wall_s": round(seconds, 2), "wer": round(wer(text, said), 4)}
             out[path.stem] = figures
             seconds = figures["server"]["wall_s"]
-            figures["server_stream"] = streamed(server.url, path)
+            fastest = min(streams, key=lambda s: s["total_s"])
+            figures["server_stream"] = {
+                **{k: v for k, v in fastest.items() if k != "text"},
+                "wer": round(wer(text, fastest["text"]), 4),
+                "first_delta_share_worst": max(s["first_delta_share"] for s in streams),
+                "deltas_join_to_done": all(s["deltas_join_to_done"] for s in streams),
+            }
             figures["server_segments"] = shape(server.url, path)
             bip, seq = figures["batched_pipeline"], figures["sequential"]
             figures["speed_vs_batched_pipeline"] = round(bip["wall_s"] / seconds, 3)

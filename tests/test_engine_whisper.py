@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from faster_whisper import WhisperModel
 from open_stt_server import hub
 from open_stt_server.audio import decode_audio
 from open_stt_server.transcript import TranscribeOptions
-from tests.conftest import sample, whisper_engine
+from tests.conftest import sample, wer, whisper_engine
 
 CLIPS = [("en", "quick_brown_fox"), ("en", "hello_world"), ("fr", "bonjour_monde"), ("es", "hola_mundo")]
 
@@ -138,6 +139,58 @@ def test_batched_path_says_what_the_batched_pipeline_says(
     assert " ".join(s.text.strip() for s in chunks) == " ".join(s.text.strip() for s in theirs)
     assert len(chunks) == len(theirs) and all(s.words is None for s in chunks)
     assert [(s.start, s.end) for s in chunks] == [(round(s.start, 3), round(s.end, 3)) for s in theirs]
+
+
+def encoded_rows(engine) -> int:
+    return engine.model.encoded_rows + (engine.decoders.model.encoded_rows if engine.decoders else 0)
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_streamed_long_audio_sends_the_first_words_early_and_says_the_same(
+    hf_home, engine, long_speech, monkeypatch, lang
+) -> None:
+    """Streamed (`early_text`), the batched path yields the first chunk's first words before the first batch is
+    decoded, then the rest: the same transcript as the request that is not streamed (the batch decodes the first
+    chunk on from the words sent), and every window encoded once. Streams that read segment or word times get the
+    segments of the request that is not streamed (words sent early could not be timed yet)."""
+    from open_stt_server.engines.whisper_ct2 import EARLY_TOKENS
+
+    if lang == "en":
+        samples = audio(long_speech)
+    else:  # real Spanish speech, the recordings eight times over with pauses: three chunks
+        monkeypatch.setattr(engine, "batched_min_seconds", 5.0)
+        clips = [audio(p) for p in sorted((sample("es", "x").parent).glob("*.wav"))]
+        pause = np.zeros(16000, np.float32)
+        samples = np.concatenate([part for clip in clips * 8 for part in (pause, clip)])
+    options = TranscribeOptions(segment_times=False)
+    plain = list(engine.start(samples, options).segments)
+    chunks = len(plain)
+    rows_before = encoded_rows(engine)
+    streamed = engine.start(samples, replace(options, early_text=True))
+    first = next(streamed.segments)
+    rows_at_first = encoded_rows(engine) - rows_before
+    rest = list(streamed.segments)
+    assert streamed.language == lang
+    # the first words, before any chunk of the first batch but the parts' first ones was encoded
+    assert 0 < len(first.tokens) <= EARLY_TOKENS and first.text.strip() and rest
+    assert rows_at_first == (len(engine.decoders.parts(chunks)) if engine.decoders else 1) < chunks
+    assert encoded_rows(engine) - rows_before == chunks  # no window twice
+    said = first.text + "".join(s.text for s in rest)
+    if lang == "en":  # the beam search's hypotheses agreed on the first words: the very same transcript
+        assert said == "".join(s.text for s in plain) and plain[0].text.startswith(first.text)
+    else:  # they did not ("1, 2, 3", "1 2 3", "Uno, dos"): the best one's words, the same but for commas
+        assert wer("".join(s.text for s in plain), said) == 0.0, (first.text, said)
+
+    # without the one-thread decoders (as on a GPU): the same
+    alone = whisper_engine(hf_home, "whisper-base", workers=1, cpu_decoders=0)
+    monkeypatch.setattr(alone, "batched_min_seconds", engine.batched_min_seconds)
+    alone_streamed = list(alone.start(samples, replace(options, early_text=True)).segments)
+    assert alone_streamed[0].text == first.text and "".join(s.text for s in alone_streamed) == said
+
+    timed = TranscribeOptions(word_timestamps=True)
+    assert list(engine.start(samples, replace(timed, early_text=True)).segments) == list(
+        engine.start(samples, timed).segments
+    )
 
 
 @pytest.mark.skipif(

@@ -6,7 +6,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import Segment as FwSegment
+from faster_whisper.transcribe import get_compression_ratio
 
 from open_stt_server.audio import SAMPLE_RATE
 from open_stt_server.catalog import ModelSpec
@@ -27,9 +28,9 @@ from open_stt_server.transcript import Segment, TranscribeOptions, Word
 
 log = logging.getLogger(__name__)
 
-EARLY_TEXT_S = 5.0  # long audio, streamed: about this much is decoded on its own first, so text starts early
-# (on 2 CPU cores a piece decoded outside the batches costs about three times its share: keep it short)
-EARLY_PAUSE_MS = 200  # ... and cut at a pause at least this long
+EARLY_TOKENS = 16  # long audio, streamed: the first chunk's first tokens, decoded alone so text starts early
+SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
+UNSPACED = {"zh", "ja", "th", "lo", "my", "yue"}  # languages written without spaces between words
 ENCODINGS_KEPT = 8  # encoder outputs of language detection waiting for their window's decode
 UNDETECTED = ""  # the batched path's language until its first batch is decoded
 
@@ -46,18 +47,32 @@ class OneEncodeWhisperModel(WhisperModel):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.encoder_runs = 0  # observed by tests: one run per decoded window
+        self.encoder_runs = 0  # observed by tests: encoder calls ...
+        self.encoded_rows = 0  # ... and the windows they encoded
         self._kept: list[tuple[np.ndarray, ctranslate2.StorageView]] = []
         self._kept_lock = threading.Lock()
 
     def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        head = None
         with self._kept_lock:
             for index, (kept_features, output) in enumerate(self._kept):
                 if kept_features.shape == features.shape and np.array_equal(kept_features, features):
                     del self._kept[index]
                     return output
+                if (
+                    len(kept_features) == 1
+                    and len(features) > 1
+                    and np.array_equal(kept_features[0], features[0])
+                ):
+                    del self._kept[index]  # a batch's first row, encoded ahead (a streamed file's early text)
+                    head = output
+                    break
         self.encoder_runs += 1
-        return super().encode(features)
+        self.encoded_rows += len(features) - (head is not None)
+        if head is None:
+            return super().encode(features)
+        rest = np.asarray(super().encode(features[1:]))
+        return ctranslate2.StorageView.from_array(np.concatenate([np.asarray(head), rest]))
 
     def detect_language(
         self,
@@ -216,26 +231,17 @@ class WhisperEngine:
         on their own first so that text starts early. Chunks are decoded independently: no conditioning, no
         temperature fallback.
         """
-        cut = _first_pause_after(samples, options, EARLY_TEXT_S) if options.early_text else None
-        parts = [(0, len(samples))] if cut is None else [(0, cut), (cut, len(samples))]
         duration = len(samples) / SAMPLE_RATE
         encode = self.model.hf_tokenizer.encode
         decoding = Decoding("en" if self.english_only else (options.language or UNDETECTED), iter(()))
 
         def segments() -> Iterator[Segment]:
-            next_id = 0
-            # a part is decoded once the one before it is: it takes that one's language
-            for start, end in parts:
-                language = decoding.language or None
-                pipeline, decoded = self._packed(samples[start:end], options, language)
-                for segment in split_segments(
-                    _convert(decoded, start / SAMPLE_RATE, duration),
-                    lambda text: encode(text, add_special_tokens=False).ids,
-                    next_id,
-                ):
-                    next_id = segment.id + 1
-                    decoding.language = decoding.language or pipeline.language or UNDETECTED
-                    yield segment if options.word_timestamps else replace(segment, words=None)
+            pipeline, decoded = self._packed(samples, options, decoding.language or None)
+            for segment in split_segments(
+                _convert(decoded, 0.0, duration), lambda text: encode(text, add_special_tokens=False).ids
+            ):
+                decoding.language = decoding.language or pipeline.language or UNDETECTED
+                yield segment if options.word_timestamps else replace(segment, words=None)
             if decoding.language == UNDETECTED:  # no speech at all: Whisper's own guess from the audio
                 decoding.language = self._detect_language(samples, options)
 
@@ -247,7 +253,9 @@ class WhisperEngine:
     ) -> tuple[_LongAudioPipeline, Iterator[FwSegment]]:
         """The batched pipeline over `samples` (language None: learned from the first batch); its segments are
         decoded as they are read."""
-        pipeline = _LongAudioPipeline(self.model, options.task, self.decoders)
+        # early text in text-only streams: the words sent early cannot be timed before the chunk is decoded
+        early_text = options.early_text and not (options.word_timestamps or options.segment_times)
+        pipeline = _LongAudioPipeline(self.model, options.task, self.decoders, early_text)
         vad = None
         if options.vad_filter:  # the client's VAD settings; else the pipeline's own (160 ms pauses)
             vad = {"threshold": options.vad_threshold, "min_silence_duration_ms": options.vad_min_silence_ms,
@@ -260,21 +268,6 @@ class WhisperEngine:
             word_timestamps=options.word_timestamps or options.segment_times,
         )  # fmt: skip
         return pipeline, iter(decoded)
-
-
-def _first_pause_after(samples: np.ndarray, options: TranscribeOptions, seconds: float) -> int | None:
-    """The middle of the first pause in speech after `seconds` (and before three times that), as a sample offset;
-    None when the speech goes on without one (or the audio is too short to be worth a first piece)."""
-    if len(samples) < 4 * seconds * SAMPLE_RATE:
-        return None
-    head = samples[: int(3 * seconds * SAMPLE_RATE)]
-    regions = speech_regions(
-        head, replace(options, vad_min_silence_ms=EARLY_PAUSE_MS, vad_speech_pad_ms=100), 30.0
-    )
-    for before, after in itertools.pairwise(regions):
-        if before["end"] >= seconds * SAMPLE_RATE:
-            return (before["end"] + after["start"]) // 2
-    return None
 
 
 class Decoders:
@@ -334,7 +327,8 @@ class EncoderApart:
 
 class _LongAudioPipeline(BatchedInferencePipeline):
     """faster-whisper's batched pipeline, with the language learned from the first batch's own encoder output,
-    and each batch split over the one-thread `decoders` when there are some.
+    each batch split over the one-thread `decoders` when there are some, and (streamed) the first chunk's first
+    words sent before the first batch is decoded.
 
     Asked with `multilingual=True` (no language given), the pipeline would encode the start of the audio once
     more up front, or (its multilingual mode) detect every chunk's language over the whole batch. Here the first
@@ -344,13 +338,23 @@ class _LongAudioPipeline(BatchedInferencePipeline):
 
     With decoders, each part of a batch is decoded exactly as the pipeline decodes a batch (the same chunks, the
     same prompt and beam search), side by side; the parts' chunks come back in order.
+
+    With `early_text`, each part's first chunk is encoded ahead at every core, the first chunk first; while the
+    others are encoded, a short beam search over the first chunk's encoder output gives its first words (up to
+    `EARLY_TOKENS`, cut at a sentence end or else a word end), which are yielded as a segment of their own. The
+    first chunk is then decoded in its batch with those words as a prefix: the beam search goes on from them, so
+    the text sent early is the start of the text the batch gives and no window is encoded twice.
     """
 
-    def __init__(self, model: OneEncodeWhisperModel, task: str, decoders: Decoders | None) -> None:
+    def __init__(
+        self, model: OneEncodeWhisperModel, task: str, decoders: Decoders | None, early_text: bool = False
+    ) -> None:
         super().__init__(model)
         self.task = task
         self.decoders = decoders
+        self.early_text = early_text
         self.language: str | None = None
+        self.prefix: list[int] = []  # the first chunk's tokens already yielded, until its batch is decoded
 
     def _parts(self, rows: int) -> list[slice]:
         return self.decoders.parts(rows) if self.decoders is not None else [slice(0, rows)]
@@ -358,40 +362,183 @@ class _LongAudioPipeline(BatchedInferencePipeline):
     def _batched_segments_generator(
         self, features, tokenizer, chunks_metadata, batch_size, options, log_progress
     ):
-        if options.multilingual and len(features):
-            first = features[:batch_size]  # the pipeline's first batch: its encode takes this output back
-            pieces = [first[part] for part in self._parts(len(first))]  # as `forward` will split the batch
-            if len(pieces) == 1:
-                model: OneEncodeWhisperModel = self.model  # type: ignore[assignment]
-                encoded = [model.encode(first)]
+        if len(features) and (options.multilingual or self.early_text):
+            first = features[:batch_size]  # the pipeline's first batch: its encode takes these outputs back
+            parts = self._parts(len(first))
+            # where the first batch's rows are encoded and kept: the model that decodes them
+            owner: OneEncodeWhisperModel = self.decoders.model if len(parts) > 1 else self.model  # type: ignore
+            if self.early_text:  # the first chunk alone, at every core
+                encoded = [self.model.encode(first[:1])]
+            elif len(parts) == 1:
+                encoded = [owner.encode(first)]
+            else:  # each part on its decoder, as `forward` will split the batch
+                encoded = list(self.decoders.pool.map(owner.encode, [first[part] for part in parts]))  # type: ignore
+            if options.multilingual:
+                self.language = owner.top_language(encoded[0])
+                options = replace(options, multilingual=False)
+                tokenizer = Tokenizer(owner.hf_tokenizer, True, task=self.task, language=self.language)
+            if self.early_text:
+                heads = [first[part.start : part.start + 1] for part in parts]
+                early, ahead = self._early_segment(
+                    heads, encoded[0], owner, tokenizer, chunks_metadata[0], options
+                )
+                if early is not None:
+                    yield early
+                if ahead is not None:
+                    ahead.result()
             else:
-                model = self.decoders.model  # type: ignore[union-attr]
-                encoded = list(self.decoders.pool.map(model.encode, pieces))  # type: ignore[union-attr]
-            for piece, output in zip(pieces, encoded, strict=True):
-                model.keep(piece, output)
-            self.language = model.top_language(encoded[0])
-            options = replace(options, multilingual=False)
-            tokenizer = Tokenizer(model.hf_tokenizer, True, task=self.task, language=self.language)
+                for part, output in zip(parts, encoded, strict=True):
+                    owner.keep(first[part], output)
         yield from super()._batched_segments_generator(
             features, tokenizer, chunks_metadata, batch_size, options, log_progress
         )
 
+    def _early_segment(
+        self, heads: list[np.ndarray], output, owner: OneEncodeWhisperModel, tokenizer, metadata, options
+    ) -> tuple[FwSegment | None, Future | None]:
+        """The first chunk's first words, from its encoder `output`; and the encoding of each other part's first
+        chunk (`heads`) at every core, under way beside that short search (every output is kept for the batch)."""
+        model: OneEncodeWhisperModel = self.model  # type: ignore[assignment]
+        prompt = model.get_prompt(
+            tokenizer, previous_tokens=tokenizer.encode(options.initial_prompt) if options.initial_prompt else [],
+            without_timestamps=True, hotwords=options.hotwords,
+        )  # fmt: skip
+
+        def generate():
+            return model.model.generate(
+                output, [prompt], beam_size=options.beam_size, patience=options.patience,
+                length_penalty=options.length_penalty, max_length=len(prompt) + EARLY_TOKENS,
+                suppress_blank=options.suppress_blank, suppress_tokens=options.suppress_tokens,
+                num_hypotheses=options.beam_size, return_scores=True, return_no_speech_prob=True,
+                sampling_temperature=options.temperatures[0],
+                repetition_penalty=options.repetition_penalty, no_repeat_ngram_size=options.no_repeat_ngram_size,
+            )[0]  # fmt: skip
+
+        def encode_ahead() -> None:
+            for row in heads[1:]:
+                owner.keep(row, model.encode(row))
+
+        searching = ahead = None
+        if output.device == "cpu":  # (on a GPU the batch encodes them again: a few milliseconds)
+            owner.keep(heads[0], output)
+            if self.decoders is not None and len(heads) > 1:
+                ahead = self.decoders.pool.submit(encode_ahead)
+        if self.decoders is not None:
+            searching = self.decoders.pool.submit(generate)
+        result = searching.result() if searching is not None else generate()
+        tokens = result.sequences_ids[0]
+        self.prefix = _early_tokens(result.sequences_ids, tokenizer, self.language or "en")
+        if not self.prefix:
+            return None, ahead
+        text = tokenizer.decode(self.prefix)
+        start, end = (
+            metadata["offset"],
+            metadata["offset"] + metadata["duration"],
+        )  # text only: a chunk's times
+        segment = FwSegment(
+            id=0, seek=int(start * model.frames_per_second), start=round(start, 3), end=round(end, 3), text=text,
+            tokens=self.prefix, avg_logprob=result.scores[0] / (len(tokens) + 1),
+            compression_ratio=get_compression_ratio(text), no_speech_prob=result.no_speech_prob, words=None,
+            temperature=options.temperatures[0],
+        )  # fmt: skip
+        return segment, ahead
+
     def forward(self, features, tokenizer, chunks_metadata, options):
+        prefix, self.prefix = self.prefix, []
         parts = self._parts(len(features))
-        if len(parts) == 1:
-            return super().forward(features, tokenizer, chunks_metadata, options)
-        assert self.decoders is not None
         since = self.last_speech_timestamp  # word times: where the speech before this batch ended
 
-        def decode(part: slice) -> tuple[list, float]:
-            part_pipeline = BatchedInferencePipeline(self.decoders.model)
-            part_pipeline.last_speech_timestamp = since
-            outputs = part_pipeline.forward(features[part], tokenizer, chunks_metadata[part], options)
-            return outputs, part_pipeline.last_speech_timestamp
+        def decode(model: OneEncodeWhisperModel, part: slice) -> tuple[list, float]:
+            pipeline = BatchedInferencePipeline(
+                _Prefixed(model, prefix) if prefix and part.start == 0 else model
+            )
+            pipeline.last_speech_timestamp = since
+            outputs = pipeline.forward(features[part], tokenizer, chunks_metadata[part], options)
+            return outputs, pipeline.last_speech_timestamp
 
-        decoded = list(self.decoders.pool.map(decode, parts))
+        if len(parts) == 1:
+            decoded = [decode(self.model, parts[0])]  # type: ignore[arg-type]
+        else:
+            assert self.decoders is not None
+            decoded = list(self.decoders.pool.map(lambda part: decode(self.decoders.model, part), parts))  # type: ignore
         self.last_speech_timestamp = decoded[-1][1]
-        return [chunk for outputs, _ in decoded for chunk in outputs]
+        outputs = [chunk for chunks, _ in decoded for chunk in chunks]
+        if prefix:
+            outputs[0] = _after_prefix(outputs[0], prefix, tokenizer)
+        return outputs
+
+
+class _Prefixed:
+    """A faster-whisper model whose batch decodes start the first row's text with `prefix` (text already sent):
+    the beam search goes on from there."""
+
+    def __init__(self, model: WhisperModel, prefix: list[int]) -> None:
+        self._model = model
+        self.model = _PrefixedDecoder(model.model, prefix)
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
+class _PrefixedDecoder:
+    def __init__(self, model: ctranslate2.models.Whisper, prefix: list[int]) -> None:
+        self._model = model
+        self._prefix = prefix
+
+    def generate(self, encoder_output, prompts, **kwargs):
+        return self._model.generate(encoder_output, [prompts[0] + self._prefix, *prompts[1:]], **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
+def _early_tokens(hypotheses: list[list[int]], tokenizer: Tokenizer, language: str) -> list[int]:
+    """The tokens that every hypothesis of the short beam search starts with (the beam search over the whole
+    chunk goes on from one of those beams, so its text starts with them too), up to their last sentence end, or
+    else their last word end. When the hypotheses part before a word ends (e.g. "1, 2, 3", "1 2 3" and "One,
+    two"), the best one's words."""
+    common = list(hypotheses[0])
+    for other in hypotheses[1:]:
+        same = next((i for i, (a, b) in enumerate(zip(common, other, strict=False)) if a != b), None)
+        common = common[: min(len(common), len(other)) if same is None else same]
+    return _whole_words(common, hypotheses, tokenizer, language) or _whole_words(
+        hypotheses[0], hypotheses[:1], tokenizer, language
+    )
+
+
+def _whole_words(
+    tokens: list[int], hypotheses: list[list[int]], tokenizer: Tokenizer, language: str
+) -> list[int]:
+    """`tokens` up to their last sentence end, or else their last word end (a character's, in languages written
+    without spaces), where a word ends when every hypothesis stops there or goes on with a new word."""
+
+    def word_ends(count: int) -> bool:
+        following = {h[count] for h in hypotheses if len(h) > count}
+        return language in UNSPACED or all(tokenizer.decode([t]).startswith(" ") for t in following)
+
+    word_end = 0
+    for count in range(len(tokens), 0, -1):
+        text = tokenizer.decode(tokens[:count])
+        if "\ufffd" in text or not text.strip():  # the middle of a character; no word yet
+            continue
+        if text.rstrip().endswith(SENTENCE_ENDS):
+            return list(tokens[:count])
+        if not word_end and word_ends(count):
+            word_end = count
+    return list(tokens[:word_end])
+
+
+def _after_prefix(chunk: list[dict], prefix: list[int], tokenizer: Tokenizer) -> list[dict]:
+    """The first chunk's decoded segment without the words already sent (`prefix`, its first tokens)."""
+    if not chunk:
+        return chunk
+    segment = dict(chunk[0])
+    tokens = segment["tokens"][len(prefix) :]
+    if not tokens:
+        return chunk[1:]
+    segment["tokens"] = tokens
+    segment["text"] = tokenizer.decode(tokens)
+    return [segment, *chunk[1:]]
 
 
 def _convert(
