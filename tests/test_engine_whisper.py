@@ -173,7 +173,9 @@ def test_streamed_long_audio_sends_the_first_words_early_and_says_the_same(
     assert streamed.language == lang
     # the first words, before any chunk of the first batch but the parts' first ones was encoded
     assert 0 < len(first.tokens) <= EARLY_TOKENS and first.text.strip() and rest
-    assert rows_at_first == (len(engine.decoders.parts(chunks)) if engine.decoders else 1) < chunks
+    parts = engine.decoders.parts(chunks, larger_first=True) if engine.decoders else [slice(0, chunks)]
+    heads = sum(p.stop - p.start == parts[0].stop - parts[0].start for p in parts)  # encoded ahead
+    assert 1 <= rows_at_first <= heads < chunks
     assert encoded_rows(engine) - rows_before == chunks  # no window twice
     said = first.text + "".join(s.text for s in rest)
     if lang == "en":  # the beam search's hypotheses agreed on the first words: the very same transcript
@@ -215,5 +217,7 @@ def test_one_thread_decoders_change_no_word(hf_home, engine, long_speech) -> Non
         parts = engine.decoders.parts(rows)
         assert len(parts) == min(rows, engine.decoders.count)
         assert parts[0].start == 0 and parts[-1].stop == rows
+        reversed_sizes = [p.stop - p.start for p in engine.decoders.parts(rows, larger_first=True)][::-1]
+        assert reversed_sizes == [p.stop - p.start for p in parts]
         assert all(a.stop == b.start for a, b in itertools.pairwise(parts))
         assert max(p.stop - p.start for p in parts) - min(p.stop - p.start for p in parts) <= 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +16,8 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import Segment as FwSegment
-from faster_whisper.transcribe import get_compression_ratio
+from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
 from open_stt_server.audio import SAMPLE_RATE
 from open_stt_server.catalog import ModelSpec
@@ -28,7 +29,14 @@ from open_stt_server.transcript import Segment, TranscribeOptions, Word
 
 log = logging.getLogger(__name__)
 
-EARLY_TOKENS = 16  # long audio, streamed: the first chunk's first tokens, decoded alone so text starts early
+CHUNK_S = 30  # the batched pipeline packs speech into chunks of up to this long
+FIRST_CHUNK_WITHIN_S = (
+    45.0  # streamed: VAD over this much first, to find the first chunk (else the whole audio)
+)
+# the beam search of the batched path (faster-whisper's defaults, named so that the early search is the same)
+SEARCH = {"patience": 1, "length_penalty": 1, "repetition_penalty": 1, "no_repeat_ngram_size": 0,
+          "suppress_blank": True, "suppress_tokens": [-1]}  # fmt: skip
+EARLY_TOKENS = 12  # long audio, streamed: the first chunk's first tokens, decoded alone so text starts early
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 UNSPACED = {"zh", "ja", "th", "lo", "my", "yue"}  # languages written without spaces between words
 ENCODINGS_KEPT = 8  # encoder outputs of language detection waiting for their window's decode
@@ -227,9 +235,9 @@ class WhisperEngine:
         alignment (≈ 8 % of the decode) is not paid for, and a segment is a chunk.
 
         What this path adds: the language is read from the first batch's own encoder output (no separate
-        detection pass), and when the client streams (`early_text`) the first ≈ 5 s, up to a pause, are decoded
-        on their own first so that text starts early. Chunks are decoded independently: no conditioning, no
-        temperature fallback.
+        detection pass), and when the client streams text (`early_text`) the first chunk's first words are sent
+        before the first batch is decoded (`_LongAudioPipeline.streamed`). Chunks are decoded independently: no
+        conditioning, no temperature fallback.
         """
         duration = len(samples) / SAMPLE_RATE
         encode = self.model.hf_tokenizer.encode
@@ -253,21 +261,46 @@ class WhisperEngine:
     ) -> tuple[_LongAudioPipeline, Iterator[FwSegment]]:
         """The batched pipeline over `samples` (language None: learned from the first batch); its segments are
         decoded as they are read."""
-        # early text in text-only streams: the words sent early cannot be timed before the chunk is decoded
-        early_text = options.early_text and not (options.word_timestamps or options.segment_times)
-        pipeline = _LongAudioPipeline(self.model, options.task, self.decoders, early_text)
-        vad = None
-        if options.vad_filter:  # the client's VAD settings; else the pipeline's own (160 ms pauses)
-            vad = {"threshold": options.vad_threshold, "min_silence_duration_ms": options.vad_min_silence_ms,
-                   "speech_pad_ms": options.vad_speech_pad_ms}  # fmt: skip
-        decoded, _ = pipeline.transcribe(
-            samples, language=language or "en", multilingual=language is None, task=options.task,
-            beam_size=options.beam_size, initial_prompt=options.prompt or None, hotwords=options.hotwords or None,
-            temperature=options.temperatures[0], batch_size=self.batch_size, vad_filter=True,
-            vad_parameters=vad, without_timestamps=True,
-            word_timestamps=options.word_timestamps or options.segment_times,
-        )  # fmt: skip
-        return pipeline, iter(decoded)
+        pipeline = _LongAudioPipeline(self.model, options.task, self.decoders)
+        vad = VadOptions(max_speech_duration_s=CHUNK_S, min_silence_duration_ms=160)  # the pipeline's own
+        if options.vad_filter:  # the client's VAD settings
+            vad = VadOptions(threshold=options.vad_threshold, min_silence_duration_ms=options.vad_min_silence_ms,
+                             speech_pad_ms=options.vad_speech_pad_ms, max_speech_duration_s=CHUNK_S)  # fmt: skip
+        search = {**SEARCH, "beam_size": options.beam_size, "initial_prompt": options.prompt or None,
+                  "hotwords": options.hotwords or None, "temperature": options.temperatures[0]}  # fmt: skip
+
+        def transcribe(language: str | None) -> Iterable[FwSegment]:
+            return pipeline.transcribe(
+                samples, language=language or "en", multilingual=language is None, task=options.task,
+                batch_size=self.batch_size, vad_filter=True, vad_parameters=vad, without_timestamps=True,
+                word_timestamps=options.word_timestamps or options.segment_times, **search,
+            )[0]  # fmt: skip
+
+        # early text in text-only streams: words sent that early cannot be timed before their chunk is decoded
+        if options.early_text and not (options.word_timestamps or options.segment_times):
+            return pipeline, pipeline.streamed(samples, vad, search, language, transcribe)
+        return pipeline, iter(transcribe(language))
+
+
+def _first_chunk(samples: np.ndarray, vad: VadOptions) -> tuple[np.ndarray, float, float] | None:
+    """The batched pipeline's first chunk of `samples` (its speech packed up to 30 s) and where it starts and ends
+    in the audio, found by VAD over the first `FIRST_CHUNK_WITHIN_S` when its speech fills the chunk there (Silero
+    reads the audio in order: the regions before the last one are those of the whole audio), else over the whole
+    audio; None without speech."""
+    for head in (samples[: int(FIRST_CHUNK_WITHIN_S * SAMPLE_RATE)], samples):
+        regions = get_speech_timestamps(head, vad)
+        chunks, _ = collect_chunks(head, regions, max_duration=CHUNK_S)
+        if len(chunks) > 1 or len(head) == len(samples):
+            break
+    if not regions:
+        return None
+    length, end = 0, regions[0]["end"]
+    for region in regions:
+        length += region["end"] - region["start"]
+        end = region["end"]
+        if length >= len(chunks[0]):
+            break
+    return chunks[0], regions[0]["start"] / SAMPLE_RATE, end / SAMPLE_RATE
 
 
 class Decoders:
@@ -290,10 +323,12 @@ class Decoders:
         )  # fmt: skip
         self.pool = ThreadPoolExecutor(count, thread_name_prefix="whisper-decoder")
 
-    def parts(self, rows: int) -> list[slice]:
-        """`rows` chunks split into contiguous parts of near-equal size, one per decoder (at most `count`)."""
+    def parts(self, rows: int, larger_first: bool = False) -> list[slice]:
+        """`rows` chunks split into contiguous parts of near-equal size, one per decoder (at most `count`); the
+        larger ones last, or first."""
         count = min(self.count, rows)
-        bounds = [rows * i // count for i in range(count + 1)]
+        sizes = [rows * (i + 1) // count - rows * i // count for i in range(count)]
+        bounds = list(itertools.accumulate(sorted(sizes, reverse=larger_first), initial=0))
         return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
     def close(self) -> None:
@@ -339,109 +374,130 @@ class _LongAudioPipeline(BatchedInferencePipeline):
     With decoders, each part of a batch is decoded exactly as the pipeline decodes a batch (the same chunks, the
     same prompt and beam search), side by side; the parts' chunks come back in order.
 
-    With `early_text`, each part's first chunk is encoded ahead at every core, the first chunk first; while the
-    others are encoded, a short beam search over the first chunk's encoder output gives its first words (up to
-    `EARLY_TOKENS`, cut at a sentence end or else a word end), which are yielded as a segment of their own. The
-    first chunk is then decoded in its batch with those words as a prefix: the beam search goes on from them, so
-    the text sent early is the start of the text the batch gives and no window is encoded twice.
+    Streamed (`streamed`), the first chunk is found by VAD over the start of the audio alone and encoded at every
+    core; a short beam search over its encoder output (`EARLY_TOKENS`) gives its first words, which are yielded at
+    once, while the pipeline finds the speech of the whole audio beside it. The batch then decodes that chunk on
+    from those words (a prefix): the text sent early is the start of the text the batch gives, and no window is
+    encoded twice.
     """
 
-    def __init__(
-        self, model: OneEncodeWhisperModel, task: str, decoders: Decoders | None, early_text: bool = False
-    ) -> None:
+    def __init__(self, model: OneEncodeWhisperModel, task: str, decoders: Decoders | None) -> None:
         super().__init__(model)
         self.task = task
         self.decoders = decoders
-        self.early_text = early_text
         self.language: str | None = None
+        self.head: tuple[np.ndarray, ctranslate2.StorageView] | None = (
+            None  # streamed: the first chunk, encoded
+        )
         self.prefix: list[int] = []  # the first chunk's tokens already yielded, until its batch is decoded
+        self.batches = 0  # batches decoded
 
     def _parts(self, rows: int) -> list[slice]:
-        return self.decoders.parts(rows) if self.decoders is not None else [slice(0, rows)]
+        if self.decoders is None:
+            return [slice(0, rows)]
+        # streamed, the first batch's first part starts early (its first chunk was encoded ahead): it takes the
+        # larger share
+        return self.decoders.parts(rows, larger_first=self.head is not None and self.batches == 0)
 
-    def _batched_segments_generator(
-        self, features, tokenizer, chunks_metadata, batch_size, options, log_progress
-    ):
-        if len(features) and (options.multilingual or self.early_text):
-            first = features[:batch_size]  # the pipeline's first batch: its encode takes these outputs back
-            parts = self._parts(len(first))
-            # where the first batch's rows are encoded and kept: the model that decodes them
-            owner: OneEncodeWhisperModel = self.decoders.model if len(parts) > 1 else self.model  # type: ignore
-            if self.early_text:  # the first chunk alone, at every core
-                encoded = [self.model.encode(first[:1])]
-            elif len(parts) == 1:
-                encoded = [owner.encode(first)]
-            else:  # each part on its decoder, as `forward` will split the batch
-                encoded = list(self.decoders.pool.map(owner.encode, [first[part] for part in parts]))  # type: ignore
-            if options.multilingual:
-                self.language = owner.top_language(encoded[0])
-                options = replace(options, multilingual=False)
-                tokenizer = Tokenizer(owner.hf_tokenizer, True, task=self.task, language=self.language)
-            if self.early_text:
-                heads = [first[part.start : part.start + 1] for part in parts]
-                early, ahead = self._early_segment(
-                    heads, encoded[0], owner, tokenizer, chunks_metadata[0], options
-                )
-                if early is not None:
-                    yield early
-                if ahead is not None:
-                    ahead.result()
-            else:
-                for part, output in zip(parts, encoded, strict=True):
-                    owner.keep(first[part], output)
-        yield from super()._batched_segments_generator(
-            features, tokenizer, chunks_metadata, batch_size, options, log_progress
-        )
-
-    def _early_segment(
-        self, heads: list[np.ndarray], output, owner: OneEncodeWhisperModel, tokenizer, metadata, options
-    ) -> tuple[FwSegment | None, Future | None]:
-        """The first chunk's first words, from its encoder `output`; and the encoding of each other part's first
-        chunk (`heads`) at every core, under way beside that short search (every output is kept for the batch)."""
+    def streamed(
+        self, samples: np.ndarray, vad: VadOptions, search: dict, language: str | None,
+        transcribe: Callable[[str | None], Iterable[FwSegment]],
+    ) -> Iterator[FwSegment]:  # fmt: skip
+        """The first chunk's first words, then the segments of `transcribe(language)` (this pipeline over
+        `samples`, with `vad` and the beam `search` settings), which runs beside the short search."""
         model: OneEncodeWhisperModel = self.model  # type: ignore[assignment]
+        first = _first_chunk(samples, vad)
+        if first is None:  # no speech
+            yield from transcribe(language)
+            return
+        chunk, start_s, end_s = first
+        row = pad_or_trim(model.feature_extractor(chunk)[..., :-1])[None]  # as the pipeline stacks it
+        output = model.encode(row)
+        self.head = (row, output)
+        self.language = language or model.top_language(output)
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task=self.task, language=self.language
+        )
+        initial = search["initial_prompt"]
         prompt = model.get_prompt(
-            tokenizer, previous_tokens=tokenizer.encode(options.initial_prompt) if options.initial_prompt else [],
-            without_timestamps=True, hotwords=options.hotwords,
+            tokenizer, previous_tokens=tokenizer.encode(initial) if initial is not None else [],
+            without_timestamps=True, hotwords=search["hotwords"],
         )  # fmt: skip
 
         def generate():
             return model.model.generate(
-                output, [prompt], beam_size=options.beam_size, patience=options.patience,
-                length_penalty=options.length_penalty, max_length=len(prompt) + EARLY_TOKENS,
-                suppress_blank=options.suppress_blank, suppress_tokens=options.suppress_tokens,
-                num_hypotheses=options.beam_size, return_scores=True, return_no_speech_prob=True,
-                sampling_temperature=options.temperatures[0],
-                repetition_penalty=options.repetition_penalty, no_repeat_ngram_size=options.no_repeat_ngram_size,
+                output, [prompt], beam_size=search["beam_size"], patience=search["patience"],
+                length_penalty=search["length_penalty"], max_length=len(prompt) + EARLY_TOKENS,
+                suppress_blank=search["suppress_blank"],
+                suppress_tokens=get_suppressed_tokens(tokenizer, search["suppress_tokens"]),
+                num_hypotheses=search["beam_size"], return_scores=True, return_no_speech_prob=True,
+                sampling_temperature=search["temperature"], repetition_penalty=search["repetition_penalty"],
+                no_repeat_ngram_size=search["no_repeat_ngram_size"],
             )[0]  # fmt: skip
 
-        def encode_ahead() -> None:
-            for row in heads[1:]:
-                owner.keep(row, model.encode(row))
-
-        searching = ahead = None
-        if output.device == "cpu":  # (on a GPU the batch encodes them again: a few milliseconds)
-            owner.keep(heads[0], output)
-            if self.decoders is not None and len(heads) > 1:
-                ahead = self.decoders.pool.submit(encode_ahead)
-        if self.decoders is not None:
-            searching = self.decoders.pool.submit(generate)
+        pool = self.decoders.pool if self.decoders is not None else None
+        searching = pool.submit(generate) if pool is not None else None
+        setup = (
+            pool.submit(transcribe, self.language) if pool is not None else None
+        )  # VAD over the whole audio
         result = searching.result() if searching is not None else generate()
-        tokens = result.sequences_ids[0]
-        self.prefix = _early_tokens(result.sequences_ids, tokenizer, self.language or "en")
-        if not self.prefix:
-            return None, ahead
-        text = tokenizer.decode(self.prefix)
-        start, end = (
-            metadata["offset"],
-            metadata["offset"] + metadata["duration"],
-        )  # text only: a chunk's times
-        segment = FwSegment(
-            id=0, seek=int(start * model.frames_per_second), start=round(start, 3), end=round(end, 3), text=text,
-            tokens=self.prefix, avg_logprob=result.scores[0] / (len(tokens) + 1),
-            compression_ratio=get_compression_ratio(text), no_speech_prob=result.no_speech_prob, words=None,
-            temperature=options.temperatures[0],
-        )  # fmt: skip
-        return segment, ahead
+        self.prefix = _early_tokens(result.sequences_ids, tokenizer, self.language)
+        if self.prefix:
+            text = tokenizer.decode(self.prefix)
+            yield FwSegment(
+                id=0,
+                seek=int(start_s * model.frames_per_second),
+                start=start_s,
+                end=end_s,
+                text=text,
+                tokens=self.prefix,
+                avg_logprob=result.scores[0] / (len(result.sequences_ids[0]) + 1),
+                compression_ratio=get_compression_ratio(text),
+                no_speech_prob=result.no_speech_prob,
+                words=None,
+                temperature=search["temperature"],
+            )  # fmt: skip  (text only: a segment has its chunk's times)
+        yield from setup.result() if setup is not None else transcribe(self.language)
+
+    def _batched_segments_generator(
+        self, features, tokenizer, chunks_metadata, batch_size, options, log_progress
+    ):
+        if len(features) and (options.multilingual or self.head is not None):
+            first = features[:batch_size]  # the pipeline's first batch: its encode takes these outputs back
+            parts = self._parts(len(first))
+            # where the first batch's rows are encoded and kept: the model that decodes them
+            owner: OneEncodeWhisperModel = self.decoders.model if len(parts) > 1 else self.model  # type: ignore
+            if self.head is not None:
+                self._encode_ahead(first, parts, owner)
+            else:
+                if len(parts) == 1:
+                    encoded = [owner.encode(first)]
+                else:  # each part on its decoder, as `forward` will split the batch
+                    encoded = list(self.decoders.pool.map(owner.encode, [first[p] for p in parts]))  # type: ignore
+                for part, output in zip(parts, encoded, strict=True):
+                    owner.keep(first[part], output)
+                self.language = owner.top_language(encoded[0])
+                options = replace(options, multilingual=False)
+                tokenizer = Tokenizer(owner.hf_tokenizer, True, task=self.task, language=self.language)
+        yield from super()._batched_segments_generator(
+            features, tokenizer, chunks_metadata, batch_size, options, log_progress
+        )
+
+    def _encode_ahead(self, first: np.ndarray, parts: list[slice], owner: OneEncodeWhisperModel) -> None:
+        """Streamed: the first batch's first chunk is the one encoded ahead (unless the VAD of the whole audio
+        packed it otherwise); the first chunks of the parts as large as the first part are encoded now, at every
+        core, so that they start with it."""
+        row, output = self.head  # type: ignore[misc]
+        model: OneEncodeWhisperModel = self.model  # type: ignore[assignment]
+        if output.device != "cpu":  # (on a GPU the batch encodes it again: a few milliseconds)
+            return
+        if np.array_equal(first[0], row[0]):
+            owner.keep(first[:1], output)
+        size = parts[0].stop - parts[0].start
+        for part in parts[1:]:
+            if part.stop - part.start == size:
+                ahead = first[part.start : part.start + 1]
+                owner.keep(ahead, model.encode(ahead))
 
     def forward(self, features, tokenizer, chunks_metadata, options):
         prefix, self.prefix = self.prefix, []
@@ -462,6 +518,7 @@ class _LongAudioPipeline(BatchedInferencePipeline):
             assert self.decoders is not None
             decoded = list(self.decoders.pool.map(lambda part: decode(self.decoders.model, part), parts))  # type: ignore
         self.last_speech_timestamp = decoded[-1][1]
+        self.batches += 1
         outputs = [chunk for chunks, _ in decoded for chunk in chunks]
         if prefix:
             outputs[0] = _after_prefix(outputs[0], prefix, tokenizer)
