@@ -195,6 +195,32 @@ def test_streamed_long_audio_sends_the_first_words_early_and_says_the_same(
     )
 
 
+def test_early_words_are_those_every_beam_starts_with(engine) -> None:
+    """The words sent early: where every hypothesis of the short search agrees (the long search goes on from one
+    of them), up to a sentence end or else a word end; the best one's words when they part at the first word."""
+    from faster_whisper.tokenizer import Tokenizer
+
+    from open_stt_server.engines.whisper_ct2 import _early_tokens
+
+    tokenizer = Tokenizer(engine.model.hf_tokenizer, True, task="transcribe", language="en")
+
+    def early(*texts: str, language: str = "en", cut: bool = False) -> str:
+        hypotheses = [tokenizer.encode(text) for text in texts]
+        limit = max(map(len, hypotheses)) if cut else 99  # cut: the search stopped at its token limit
+        return tokenizer.decode(_early_tokens(hypotheses, tokenizer, language, limit))
+
+    agree = " The market sells cheese"
+    assert early(f"{agree}, bread", f"{agree} and") == agree
+    assert early(" Hello there. The market", " Hello there. The mark") == " Hello there."
+    assert early(" The market sells", " The market sells") == " The market sells"  # ended: every word
+    assert early(" The market sells", " The market sells", cut=True) == " The market"  # "sells" may go on
+    assert early(" The marketplace", " The markets") == " The"  # whole where every beam ends the word
+    assert early(" 1, 2, 3, 4", " One, two, three", " 1 2 3") == " 1, 2, 3, 4"  # the best one's words
+    assert early(" 1, 2, 3, 4", " One, two, three", cut=True) == " 1, 2, 3,"
+    assert early(" 你好世界", " 你好朋友", language="zh") == " 你好"  # characters are words here
+    assert early("", "") == ""
+
+
 @pytest.mark.skipif(
     (os.cpu_count() or 1) < 2, reason="one-thread decoders are kept beside the model on 2+ cores"
 )

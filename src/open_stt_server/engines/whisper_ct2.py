@@ -549,29 +549,33 @@ class _PrefixedDecoder:
         return getattr(self._model, name)
 
 
-def _early_tokens(hypotheses: list[list[int]], tokenizer: Tokenizer, language: str) -> list[int]:
+def _early_tokens(
+    hypotheses: list[list[int]], tokenizer: Tokenizer, language: str, limit: int = EARLY_TOKENS
+) -> list[int]:
     """The tokens that every hypothesis of the short beam search starts with (the beam search over the whole
     chunk goes on from one of those beams, so its text starts with them too), up to their last sentence end, or
     else their last word end. When the hypotheses part before a word ends (e.g. "1, 2, 3", "1 2 3" and "One,
-    two"), the best one's words."""
+    two"), the best one's words. A hypothesis `limit` tokens long was cut there, maybe inside a word."""
     common = list(hypotheses[0])
     for other in hypotheses[1:]:
         same = next((i for i, (a, b) in enumerate(zip(common, other, strict=False)) if a != b), None)
         common = common[: min(len(common), len(other)) if same is None else same]
-    return _whole_words(common, hypotheses, tokenizer, language) or _whole_words(
-        hypotheses[0], hypotheses[:1], tokenizer, language
+    return _whole_words(common, hypotheses, tokenizer, language, limit) or _whole_words(
+        hypotheses[0], hypotheses[:1], tokenizer, language, limit
     )
 
 
 def _whole_words(
-    tokens: list[int], hypotheses: list[list[int]], tokenizer: Tokenizer, language: str
+    tokens: list[int], hypotheses: list[list[int]], tokenizer: Tokenizer, language: str, limit: int
 ) -> list[int]:
     """`tokens` up to their last sentence end, or else their last word end (a character's, in languages written
-    without spaces), where a word ends when every hypothesis stops there or goes on with a new word."""
+    without spaces), where a word ends when every hypothesis ended there or goes on with a space or a mark."""
 
     def word_ends(count: int) -> bool:
-        following = {h[count] for h in hypotheses if len(h) > count}
-        return language in UNSPACED or all(tokenizer.decode([t]).startswith(" ") for t in following)
+        if any(len(h) == count == limit for h in hypotheses):  # cut there: the word may go on
+            return False
+        following = (tokenizer.decode([h[count]]) for h in hypotheses if len(h) > count)
+        return language in UNSPACED or not any(text[:1].isalnum() or text[:1] in "'’-" for text in following)
 
     word_end = 0
     for count in range(len(tokens), 0, -1):
