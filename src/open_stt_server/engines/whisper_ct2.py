@@ -468,7 +468,7 @@ class _LongAudioPipeline(BatchedInferencePipeline):
             # where the first batch's rows are encoded and kept: the model that decodes them
             owner: OneEncodeWhisperModel = self.decoders.model if len(parts) > 1 else self.model  # type: ignore
             if self.head is not None:
-                self._encode_ahead(first, parts, owner)
+                self._encode_ahead(first, parts, owner, chunks_metadata)
             else:
                 if len(parts) == 1:
                     encoded = [owner.encode(first)]
@@ -483,19 +483,25 @@ class _LongAudioPipeline(BatchedInferencePipeline):
             features, tokenizer, chunks_metadata, batch_size, options, log_progress
         )
 
-    def _encode_ahead(self, first: np.ndarray, parts: list[slice], owner: OneEncodeWhisperModel) -> None:
+    def _encode_ahead(
+        self, first: np.ndarray, parts: list[slice], owner: OneEncodeWhisperModel, chunks_metadata: list[dict]
+    ) -> None:
         """Streamed: the first batch's first chunk is the one encoded ahead (unless the VAD of the whole audio
-        packed it otherwise); the first chunks of the parts as large as the first part are encoded now, at every
-        core, so that they start with it."""
+        packed it otherwise). The first part carries the early words' cost, so a part as large and as much
+        speech gets its first chunk encoded now, at every core, to start as early; a lighter one has the time
+        to encode its own."""
         row, output = self.head  # type: ignore[misc]
         model: OneEncodeWhisperModel = self.model  # type: ignore[assignment]
         if output.device != "cpu":  # (on a GPU the batch encodes it again: a few milliseconds)
             return
         if np.array_equal(first[0], row[0]):
             owner.keep(first[:1], output)
-        size = parts[0].stop - parts[0].start
+
+        def weight(part: slice) -> tuple[int, float]:  # windows to encode, then seconds of speech to decode
+            return part.stop - part.start, sum(chunk["duration"] for chunk in chunks_metadata[part])
+
         for part in parts[1:]:
-            if part.stop - part.start == size:
+            if weight(part) >= weight(parts[0]):
                 ahead = first[part.start : part.start + 1]
                 owner.keep(ahead, model.encode(ahead))
 
