@@ -195,6 +195,27 @@ def test_streamed_long_audio_sends_the_first_words_early_and_says_the_same(
     )
 
 
+@pytest.mark.parametrize("pause_s", [0.5, 6.0])
+def test_the_first_chunk_is_found_before_the_whole_file_is_read(long_speech, pause_s: float) -> None:
+    """Streamed, the first chunk is found by VAD over the start of the audio (over more of it when the speech there
+    does not fill a chunk): the very chunk the pipeline packs from the VAD of the whole file."""
+    from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+
+    from open_stt_server.engines.whisper_ct2 import _first_chunk
+
+    short = [audio(p) for p in sorted((sample("es", "x").parent).glob("*.wav"))]  # 1–2 s each
+    pause = np.zeros(int(pause_s * 16000), np.float32)
+    samples = np.concatenate([part for clip in [*short * 3, audio(long_speech)] for part in (clip, pause)])
+    vad = VadOptions(max_speech_duration_s=30, min_silence_duration_ms=160)
+    chunks, _ = collect_chunks(samples, get_speech_timestamps(samples, vad), max_duration=30)
+    first = _first_chunk(samples, vad)
+    assert first is not None and len(chunks) > 2
+    chunk, start_s, end_s = first
+    assert np.array_equal(chunk, chunks[0]) and 0 <= start_s < end_s <= len(samples) / 16000
+    assert end_s > 45 if pause_s > 5 else end_s < 45  # sparse speech: more than the first 45 s were read
+    assert _first_chunk(np.zeros(16000 * 90, np.float32), vad) is None
+
+
 def test_early_words_are_those_every_beam_starts_with(engine) -> None:
     """The words sent early: where every hypothesis of the short search agrees (the long search goes on from one
     of them), up to a sentence end or else a word end; the best one's words when they part at the first word."""

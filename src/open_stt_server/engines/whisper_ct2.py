@@ -285,13 +285,16 @@ class WhisperEngine:
 def _first_chunk(samples: np.ndarray, vad: VadOptions) -> tuple[np.ndarray, float, float] | None:
     """The batched pipeline's first chunk of `samples` (its speech packed up to 30 s) and where it starts and ends
     in the audio, found by VAD over the first `FIRST_CHUNK_WITHIN_S` when its speech fills the chunk there (Silero
-    reads the audio in order: the regions before the last one are those of the whole audio), else over the whole
-    audio; None without speech."""
-    for head in (samples[: int(FIRST_CHUNK_WITHIN_S * SAMPLE_RATE)], samples):
+    reads the audio in order: the regions before the last one are those of the whole audio), else over twice as
+    much, and so on; None without speech."""
+    within = FIRST_CHUNK_WITHIN_S
+    while True:
+        head = samples[: int(within * SAMPLE_RATE)]
         regions = get_speech_timestamps(head, vad)
         chunks, _ = collect_chunks(head, regions, max_duration=CHUNK_S)
         if len(chunks) > 1 or len(head) == len(samples):
             break
+        within *= 2
     if not regions:
         return None
     length, end = 0, regions[0]["end"]
@@ -386,9 +389,8 @@ class _LongAudioPipeline(BatchedInferencePipeline):
         self.task = task
         self.decoders = decoders
         self.language: str | None = None
-        self.head: tuple[np.ndarray, ctranslate2.StorageView] | None = (
-            None  # streamed: the first chunk, encoded
-        )
+        # streamed: the first chunk's features and encoder output
+        self.head: tuple[np.ndarray, ctranslate2.StorageView] | None = None
         self.prefix: list[int] = []  # the first chunk's tokens already yielded, until its batch is decoded
         self.batches = 0  # batches decoded
 
@@ -435,28 +437,20 @@ class _LongAudioPipeline(BatchedInferencePipeline):
                 no_repeat_ngram_size=search["no_repeat_ngram_size"],
             )[0]  # fmt: skip
 
-        pool = self.decoders.pool if self.decoders is not None else None
-        searching = pool.submit(generate) if pool is not None else None
-        setup = (
-            pool.submit(transcribe, self.language) if pool is not None else None
-        )  # VAD over the whole audio
+        searching = setup = None
+        if self.decoders is not None:  # the short search on a decoder, the VAD of the whole audio beside it
+            searching = self.decoders.pool.submit(generate)
+            setup = self.decoders.pool.submit(transcribe, self.language)
         result = searching.result() if searching is not None else generate()
         self.prefix = _early_tokens(result.sequences_ids, tokenizer, self.language)
-        if self.prefix:
+        if self.prefix:  # (text only: a segment has its chunk's times)
             text = tokenizer.decode(self.prefix)
             yield FwSegment(
-                id=0,
-                seek=int(start_s * model.frames_per_second),
-                start=start_s,
-                end=end_s,
-                text=text,
-                tokens=self.prefix,
-                avg_logprob=result.scores[0] / (len(result.sequences_ids[0]) + 1),
-                compression_ratio=get_compression_ratio(text),
-                no_speech_prob=result.no_speech_prob,
-                words=None,
+                id=0, seek=int(start_s * model.frames_per_second), start=start_s, end=end_s, text=text,
+                tokens=self.prefix, avg_logprob=result.scores[0] / (len(result.sequences_ids[0]) + 1),
+                compression_ratio=get_compression_ratio(text), no_speech_prob=result.no_speech_prob, words=None,
                 temperature=search["temperature"],
-            )  # fmt: skip  (text only: a segment has its chunk's times)
+            )  # fmt: skip
         yield from setup.result() if setup is not None else transcribe(self.language)
 
     def _batched_segments_generator(
