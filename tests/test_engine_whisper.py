@@ -153,7 +153,7 @@ def test_streamed_long_audio_sends_the_first_words_early_and_says_the_same(
     decoded, then the rest: the same transcript as the request that is not streamed (the batch decodes the first
     chunk on from the words sent), and every window encoded once. Streams that read segment or word times get the
     segments of the request that is not streamed (words sent early could not be timed yet)."""
-    from open_stt_server.engines.whisper_ct2 import EARLY_TOKENS
+    from open_stt_server.engines.whisper_long import EARLY_TOKENS
 
     if lang == "en":
         samples = audio(long_speech)
@@ -201,7 +201,7 @@ def test_the_first_chunk_is_found_before_the_whole_file_is_read(long_speech, pau
     does not fill a chunk): the very chunk the pipeline packs from the VAD of the whole file."""
     from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
-    from open_stt_server.engines.whisper_ct2 import _first_chunk
+    from open_stt_server.engines.whisper_long import _first_chunk
 
     short = [audio(p) for p in sorted((sample("es", "x").parent).glob("*.wav"))]  # 1–2 s each
     pause = np.zeros(int(pause_s * 16000), np.float32)
@@ -221,7 +221,7 @@ def test_early_words_are_those_every_beam_starts_with(engine) -> None:
     of them), up to a sentence end or else a word end; the best one's words when they part at the first word."""
     from faster_whisper.tokenizer import Tokenizer
 
-    from open_stt_server.engines.whisper_ct2 import _early_tokens
+    from open_stt_server.engines.whisper_long import _early_tokens
 
     tokenizer = Tokenizer(engine.model.hf_tokenizer, True, task="transcribe", language="en")
 

@@ -24,6 +24,8 @@ LANGUAGE_NAMES: dict[str, str] = {
     "vi": "vietnamese", "yi": "yiddish", "yo": "yoruba", "yue": "cantonese", "zh": "chinese",
 }  # fmt: skip
 
+# written without spaces between words (a character stands for a word where words are cut)
+UNSPACED = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
 _CODE_BY_NAME = {name: code for code, name in LANGUAGE_NAMES.items()}
 # Names clients commonly send that are not Whisper's own spelling.
 _CODE_BY_NAME.update({"burmese": "my", "castilian": "es", "flemish": "nl", "haitian": "ht",
