@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import ctranslate2
 import numpy as np
@@ -19,12 +18,10 @@ from faster_whisper.transcribe import get_compression_ratio, get_suppressed_toke
 from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
 from open_stt_server.audio import SAMPLE_RATE
+from open_stt_server.engines.whisper_models import Decoders, OneEncodeWhisperModel
 from open_stt_server.languages import UNSPACED
 from open_stt_server.sentences import SENTENCE_ENDS
 from open_stt_server.transcript import TranscribeOptions
-
-if TYPE_CHECKING:
-    from open_stt_server.engines.whisper_ct2 import Decoders, OneEncodeWhisperModel
 
 CHUNK_S = 30  # the batched pipeline packs speech into chunks of up to this long
 FIRST_CHUNK_WITHIN_S = 45.0  # streamed: VAD over this much first, to find the first chunk (else over more)
