@@ -333,9 +333,9 @@ class SpeechStream:
         self.stats.turns += 1
         seconds = (turn.end - turn.start) / SAMPLE_RATE
         latency = time.monotonic() - turn.ended_at
-        words_ = tuple(words)
+        word_times = tuple(words)
         self.emit(
-            TurnTranscribed(turn.id, transcript, language, seconds, turn.start, turn.end, words_, latency)
+            TurnTranscribed(turn.id, transcript, language, seconds, turn.start, turn.end, word_times, latency)
         )
 
     async def _final_decode(self, turn: CommittedTurn, heard: Callable, words: list[Word]) -> str | None:
